@@ -1,0 +1,25 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _ensure_signing_key(sender: AppConfig, using: str = "default", **kwargs: object) -> None:
+    """After ``migrate`` (and ``flush``), make sure tokens can be signed."""
+    from .conf import auth_settings
+    from .models import SigningKey
+    from .services import rotate_signing_keys
+
+    if auth_settings.AUTO_CREATE_SIGNING_KEY and not SigningKey.objects.using(using).filter(
+        status=SigningKey.Status.ACTIVE
+    ).exists():
+        rotate_signing_keys()
+
+
+class MedplumAuthConfig(AppConfig):
+    name = "medplum_auth"
+    verbose_name = "Medplum identity provider"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import checks  # noqa: F401 - registers the system checks
+
+        post_migrate.connect(_ensure_signing_key, sender=self, dispatch_uid="medplum_auth.ensure_signing_key")

@@ -1,0 +1,90 @@
+"""System checks: misconfiguration fails ``manage.py check``, not the first request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.db import DatabaseError
+
+from .conf import DEFAULTS, SETTING_NAME, auth_settings
+from .keys import ALGORITHMS
+
+APPLICATION_MODEL = "medplum_auth.ClientApplication"
+
+
+@checks.register(checks.Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    if getattr(settings, "OAUTH2_PROVIDER_APPLICATION_MODEL", None) != APPLICATION_MODEL:
+        errors.append(checks.Error(
+            "django-oauth-toolkit's Application model is not swapped for ClientApplication.",
+            hint=f'Set OAUTH2_PROVIDER_APPLICATION_MODEL = "{APPLICATION_MODEL}" before the first migrate.',
+            id="medplum_auth.E001",
+        ))
+    user_settings = getattr(settings, SETTING_NAME, None) or {}
+    if not isinstance(user_settings, dict):
+        errors.append(checks.Error(f"{SETTING_NAME} must be a dict.", id="medplum_auth.E002"))
+        return errors
+    for key in sorted(set(user_settings) - set(DEFAULTS)):
+        errors.append(checks.Error(
+            f"Unknown {SETTING_NAME} setting {key!r}.",
+            hint=f"Known settings: {', '.join(sorted(DEFAULTS))} (see docs/settings.md).",
+            id="medplum_auth.E002",
+        ))
+    if auth_settings.SIGNING_ALGORITHM not in ALGORITHMS:
+        errors.append(checks.Error(
+            f"SIGNING_ALGORITHM {auth_settings.SIGNING_ALGORITHM!r} is not supported.",
+            hint=f"Use one of {', '.join(sorted(ALGORITHMS))}.", id="medplum_auth.E003",
+        ))
+    if int(auth_settings.CLIENT_SECRET_BYTES) < 32:
+        errors.append(checks.Error(
+            "CLIENT_SECRET_BYTES below 32 gives client secrets under 256 bits.",
+            hint="Remove the setting or set it to 32 or more.", id="medplum_auth.E004",
+        ))
+    if int(auth_settings.RSA_KEY_SIZE) < 2048:
+        errors.append(checks.Error("RSA_KEY_SIZE must be at least 2048.", id="medplum_auth.E005"))
+    return errors
+
+
+@checks.register(checks.Tags.database)
+def check_signing_key(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Runs with ``check --database default`` (and before ``migrate`` applies nothing new)."""
+    from .models import SigningKey
+
+    try:
+        has_key = SigningKey.objects.filter(status=SigningKey.Status.ACTIVE).exists()
+    except DatabaseError:
+        return []  # not migrated yet: migrate will create the key
+    if has_key:
+        return []
+    return [checks.Warning(
+        "There is no active token signing key; token requests will fail.",
+        hint="Run `manage.py medplum_rotate_keys`.", id="medplum_auth.W001",
+    )]
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    warnings: list[checks.CheckMessage] = []
+    if not str(auth_settings.ISSUER).startswith("https://"):
+        warnings.append(checks.Warning(
+            f"ISSUER {auth_settings.ISSUER!r} is not https; OAuth 2.0 requires TLS (RFC 6749 §3.1).",
+            hint="Set MEDPLUM_AUTH['ISSUER'] (or MEDPLUM_ISSUER) to the public https URL.", id="medplum_auth.W002",
+        ))
+    if not auth_settings.CLIENT_SECRET_DIGEST_KEY:
+        warnings.append(checks.Warning(
+            "Client secret digests are keyed with SECRET_KEY.",
+            hint="Set MEDPLUM_AUTH['CLIENT_SECRET_DIGEST_KEY'] to a separate long random value so a leaked "
+                 "database alone cannot be used to test guessed secrets, and SECRET_KEY can rotate freely.",
+            id="medplum_auth.W003",
+        ))
+    dot = getattr(settings, "OAUTH2_PROVIDER", {}) or {}
+    if dot.get("PKCE_REQUIRED") is False:
+        warnings.append(checks.Warning(
+            "OAUTH2_PROVIDER['PKCE_REQUIRED'] is False; SMART and RFC 9700 §2.1.1 require PKCE.",
+            hint="Remove the setting; use a client's 'PKCE optional' flag for the rare legacy client.",
+            id="medplum_auth.W004",
+        ))
+    return warnings

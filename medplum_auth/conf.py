@@ -1,0 +1,77 @@
+"""One settings object for the app: ``MEDPLUM_AUTH = {...}`` read through ``auth_settings``.
+
+Defaults live only in :data:`DEFAULTS`; every key is documented in ``docs/settings.md``
+(a test keeps the two in step). Values are read lazily and the cache is dropped on
+Django's ``setting_changed`` signal, so ``override_settings`` works in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+SETTING_NAME = "MEDPLUM_AUTH"
+
+DEFAULTS: dict[str, Any] = {
+    # Public base URL of this server; the OAuth issuer (``iss``). No trailing slash.
+    "ISSUER": "http://127.0.0.1:8000",
+    # FHIR base URL advertised to SMART apps; ``None`` means ``ISSUER + "/fhir/R4"``.
+    "FHIR_BASE_URL": None,
+    # Random bytes in a generated client secret (32 bytes = 256 bits, 64 hex characters).
+    "CLIENT_SECRET_BYTES": 32,
+    # Key of the HMAC-SHA256 digest that stores client secrets; ``None`` derives it from SECRET_KEY.
+    "CLIENT_SECRET_DIGEST_KEY": None,
+    # Secret that encrypts signing keys at rest; ``None`` derives it from SECRET_KEY
+    # (SECRET_KEY_FALLBACKS are tried on decryption, so SECRET_KEY can be rotated).
+    "KEY_ENCRYPTION_SECRET": None,
+    # Algorithm of new signing keys: RS256 (required by OIDC and SMART), ES256 or ES384.
+    "SIGNING_ALGORITHM": "RS256",
+    # RSA modulus size of new RS256 signing keys.
+    "RSA_KEY_SIZE": 2048,
+    # Create a signing key after ``migrate`` when none is active.
+    "AUTO_CREATE_SIGNING_KEY": True,
+    # Allow ``http://localhost`` and ``http://127.0.0.1`` redirect URIs (RFC 8252 §7.3).
+    "ALLOW_LOOPBACK_HTTP_REDIRECTS": True,
+}
+
+
+class AuthSettings:
+    """Attribute access to ``settings.MEDPLUM_AUTH`` with defaults; unknown names raise."""
+
+    def __init__(self, defaults: dict[str, Any]):
+        self.defaults = defaults
+        self._cached: set[str] = set()
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return getattr(settings, SETTING_NAME, None) or {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in self.defaults:
+            raise AttributeError(f"Invalid MEDPLUM_AUTH setting: {name!r}")
+        value = self.user_settings.get(name, self.defaults[name])
+        self._cached.add(name)
+        setattr(self, name, value)
+        return value
+
+    @property
+    def fhir_base_url(self) -> str:
+        return (self.FHIR_BASE_URL or f"{self.ISSUER.rstrip('/')}/fhir/R4").rstrip("/")
+
+    def reload(self) -> None:
+        for name in self._cached:
+            delattr(self, name)
+        self._cached.clear()
+
+
+auth_settings = AuthSettings(DEFAULTS)
+
+
+def _reload(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING_NAME:
+        auth_settings.reload()
+
+
+setting_changed.connect(_reload)

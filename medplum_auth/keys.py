@@ -1,0 +1,86 @@
+"""Token signing keys, kept in the database so every app instance shares them.
+
+Private keys are encrypted at rest with Fernet under a key derived from
+``KEY_ENCRYPTION_SECRET`` (default: ``SECRET_KEY``, with ``SECRET_KEY_FALLBACKS`` tried on
+decryption). Decrypted keys are immutable, so they are cached per process by ``kid``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from functools import lru_cache
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from jwcrypto import jwk
+
+from .conf import auth_settings
+
+ALGORITHMS: dict[str, dict[str, Any]] = {
+    "RS256": {"kty": "RSA"},
+    "ES256": {"kty": "EC", "crv": "P-256"},
+    "ES384": {"kty": "EC", "crv": "P-384"},
+}
+_FERNET_SALT = b"medplum_auth.signing-key"
+
+
+def _fernet() -> MultiFernet:
+    configured = auth_settings.KEY_ENCRYPTION_SECRET
+    secrets = [configured] if configured else [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return MultiFernet([
+        Fernet(base64.urlsafe_b64encode(hashlib.sha256(_FERNET_SALT + str(s).encode()).digest())) for s in secrets
+    ])
+
+
+def generate_key(algorithm: str) -> tuple[jwk.JWK, str]:
+    """A new private key for ``algorithm`` and its encrypted PEM; ``kid`` is the RFC 7638 thumbprint."""
+    if algorithm not in ALGORITHMS:
+        raise ImproperlyConfigured(f"Unsupported signing algorithm {algorithm!r}; use one of {sorted(ALGORITHMS)}.")
+    params = dict(ALGORITHMS[algorithm])
+    if params["kty"] == "RSA":
+        params["size"] = int(auth_settings.RSA_KEY_SIZE)
+    key = jwk.JWK.generate(**params)
+    kid = key.thumbprint()
+    key = jwk.JWK(**{**key.export(as_dict=True), "kid": kid, "alg": algorithm, "use": "sig"})
+    pem = key.export_to_pem(private_key=True, password=None)
+    return key, _fernet().encrypt(pem).decode("ascii")
+
+
+def public_jwk(key: jwk.JWK) -> dict[str, Any]:
+    return key.export_public(as_dict=True)
+
+
+@lru_cache(maxsize=32)
+def _load(kid: str, algorithm: str, encrypted: str) -> jwk.JWK:
+    try:
+        pem = _fernet().decrypt(encrypted.encode("ascii"))
+    except InvalidToken:
+        raise ImproperlyConfigured(
+            f"Signing key {kid} cannot be decrypted: KEY_ENCRYPTION_SECRET / SECRET_KEY changed "
+            "without keeping the old value in SECRET_KEY_FALLBACKS."
+        ) from None
+    key = jwk.JWK.from_pem(pem)
+    return jwk.JWK(**{**key.export(as_dict=True), "kid": kid, "alg": algorithm, "use": "sig"})
+
+
+def load_private_key(signing_key: Any) -> jwk.JWK:
+    """The private JWK of a :class:`~medplum_auth.models.SigningKey` row."""
+    return _load(signing_key.kid, signing_key.algorithm, signing_key.private_key)
+
+
+def get_active_key() -> Any | None:
+    """The active :class:`SigningKey`, or ``None`` when there is none."""
+    from .models import SigningKey
+
+    return SigningKey.objects.filter(status=SigningKey.Status.ACTIVE).first()
+
+
+def jwks() -> dict[str, list[dict[str, Any]]]:
+    """The public JWK Set (RFC 7517 §5): the active key and every inactive, unretired key."""
+    from .models import SigningKey
+
+    rows = SigningKey.objects.exclude(status=SigningKey.Status.RETIRED).order_by("-created")
+    return {"keys": [row.public_jwk for row in rows]}

@@ -1,0 +1,317 @@
+"""Identity model: projects, memberships, access policies, clients and signing keys."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from oauth2_provider.models import AbstractApplication
+
+from . import policies
+from .secrets import verify_client_secret
+from .validators import split_uris, validate_origin, validate_redirect_uri, validate_redirect_uris
+
+
+class ProfileType(models.TextChoices):
+    PATIENT = "Patient", _("Patient")
+    PRACTITIONER = "Practitioner", _("Practitioner")
+    RELATED_PERSON = "RelatedPerson", _("RelatedPerson")
+
+
+class Project(models.Model):
+    """A tenant: every client, policy, membership and FHIR resource belongs to one project."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    description = models.TextField(_("description"), blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                              related_name="+", verbose_name=_("owner"))
+    active = models.BooleanField(_("active"), default=True,
+                                 help_text=_("Inactive projects accept no sign-ins and no tokens."))
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("project")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def reference(self) -> str:
+        return f"Project/{self.id}"
+
+
+class AccessPolicy(models.Model):
+    """Medplum's ``AccessPolicy``: which resource types, instances and fields a login may reach."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="access_policies",
+                                verbose_name=_("project"))
+    name = models.CharField(_("name"), max_length=200)
+    description = models.TextField(_("description"), blank=True)
+    resources = models.JSONField(_("rules"), default=list,
+                                 help_text=_("List of rules: resourceType, criteria, interaction, "
+                                             "hiddenFields, readonlyFields."))
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        ordering = ["project__name", "name"]
+        verbose_name = _("access policy")
+        verbose_name_plural = _("access policies")
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="medplum_policy_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def reference(self) -> str:
+        return f"AccessPolicy/{self.id}"
+
+    def clean(self) -> None:
+        try:
+            self.resources = policies.validate_rules(self.resources)
+        except ValidationError as exc:
+            raise ValidationError({"resources": exc.error_list}) from None
+
+
+class DefaultAccessPolicy(models.Model):
+    """Policy given to new members of a profile type when the invite names none."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="default_policies")
+    profile_type = models.CharField(_("profile type"), max_length=32, choices=ProfileType.choices)
+    access_policy = models.ForeignKey(AccessPolicy, on_delete=models.PROTECT, related_name="+",
+                                      verbose_name=_("access policy"))
+
+    class Meta:
+        verbose_name = _("default access policy")
+        verbose_name_plural = _("default access policies")
+        constraints = [models.UniqueConstraint(fields=["project", "profile_type"],
+                                               name="medplum_default_policy_unique_type")]
+
+    def __str__(self) -> str:
+        return f"{self.profile_type}: {self.access_policy}"
+
+    def clean(self) -> None:
+        if self.access_policy_id and self.project_id and self.access_policy.project_id != self.project_id:
+            raise ValidationError({"access_policy": _("The access policy belongs to another project.")})
+
+
+class ProjectMembership(models.Model):
+    """A user's place in a project: one profile (Patient/Practitioner/…) and one access policy."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="memberships",
+                                verbose_name=_("project"))
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="medplum_memberships", verbose_name=_("user"))
+    profile_type = models.CharField(_("profile type"), max_length=32, choices=ProfileType.choices)
+    profile_id = models.CharField(_("profile id"), max_length=64, default=uuid.uuid4,
+                                  help_text=_("Id of the FHIR profile resource."))
+    profile_display = models.CharField(_("profile display"), max_length=255, blank=True)
+    access_policy = models.ForeignKey(
+        AccessPolicy, on_delete=models.PROTECT, null=True, blank=True, related_name="memberships",
+        verbose_name=_("access policy"),
+        help_text=_("Without a policy a member has full access to the project's data (Medplum's legacy default)."),
+    )
+    access_parameters = models.JSONField(_("policy parameters"), default=dict, blank=True,
+                                         help_text=_("Extra %name values substituted into the policy."))
+    admin = models.BooleanField(_("project admin"), default=False)
+    active = models.BooleanField(_("active"), default=True)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    updated = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        ordering = ["project__name", "profile_display"]
+        verbose_name = _("project membership")
+        constraints = [
+            models.UniqueConstraint(fields=["project", "profile_type", "profile_id"],
+                                    name="medplum_membership_unique_profile"),
+            models.UniqueConstraint(fields=["project", "user", "profile_type"],
+                                    name="medplum_membership_unique_user_type"),
+        ]
+        indexes = [models.Index(fields=["user", "active"], name="medplum_membership_user")]
+
+    def __str__(self) -> str:
+        return f"{self.profile_display or self.profile} in {self.project}"
+
+    @property
+    def reference(self) -> str:
+        return f"ProjectMembership/{self.id}"
+
+    @property
+    def profile(self) -> str:
+        """The FHIR reference of the profile, e.g. ``Patient/6b0d…``."""
+        return f"{self.profile_type}/{self.profile_id}"
+
+    def policy_parameters(self) -> dict[str, str]:
+        """Values for ``%name`` in the policy: the membership's own, then ``profile``/``patient``."""
+        params = {str(k): str(v) for k, v in (self.access_parameters or {}).items()}
+        params["profile"] = self.profile
+        params.setdefault("patient", self.profile)
+        return params
+
+    def clean(self) -> None:
+        if self.access_policy_id and self.project_id and self.access_policy.project_id != self.project_id:
+            raise ValidationError({"access_policy": _("The access policy belongs to another project.")})
+        if not isinstance(self.access_parameters, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.access_parameters.items()
+        ):
+            raise ValidationError({"access_parameters": _("Parameters must map names to strings.")})
+
+
+class ClientApplication(AbstractApplication):
+    """Medplum's ClientApplication, as django-oauth-toolkit's swapped Application model.
+
+    ``client_secret`` and ``retiring_secret`` hold HMAC-SHA256 digests, never plaintext;
+    create and rotate secrets with :mod:`medplum_auth.services`, which return the plaintext once.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        OFF = "off", _("Off")
+
+    # DOT's client_secret defaults to a generated plaintext and hashes it with PBKDF2 on save;
+    # ours stores only the digest written by services.create_client / rotate_client_secret.
+    client_id = models.CharField(_("client ID"), max_length=255, unique=True, default=uuid.uuid4)
+    client_secret = models.CharField(_("client secret digest"), max_length=255, blank=True, default="",
+                                     editable=False)
+    hash_client_secret = models.BooleanField(default=False, editable=False)
+    client_type = models.CharField(_("client type"), max_length=32, choices=AbstractApplication.CLIENT_TYPES,
+                                   default=AbstractApplication.CLIENT_CONFIDENTIAL)
+    authorization_grant_type = models.CharField(
+        _("authorization grant type"), max_length=44, choices=AbstractApplication.GRANT_TYPES,
+        default=AbstractApplication.GRANT_AUTHORIZATION_CODE,
+    )
+    algorithm = models.CharField(_("id token algorithm"), max_length=5, choices=AbstractApplication.ALGORITHM_TYPES,
+                                 default=AbstractApplication.RS256_ALGORITHM, blank=True)
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="clients",
+                                verbose_name=_("project"))
+    description = models.TextField(_("description"), blank=True)
+    access_policy = models.ForeignKey(
+        AccessPolicy, on_delete=models.PROTECT, null=True, blank=True, related_name="clients",
+        verbose_name=_("access policy"),
+        help_text=_("Applies when the client acts for itself (client_credentials)."),
+    )
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    pkce_optional = models.BooleanField(
+        _("PKCE optional"), default=False,
+        help_text=_("Not recommended: lets this client use the code flow without PKCE (RFC 9700 §2.1.1)."),
+    )
+    retiring_secret = models.CharField(_("retiring secret digest"), max_length=255, blank=True, default="",
+                                       editable=False)
+    secret_rotated_at = models.DateTimeField(_("secret rotated at"), null=True, blank=True, editable=False)
+    jwks_uri = models.URLField(_("JWKS URI"), blank=True, max_length=2000,
+                               help_text=_("Public keys for private_key_jwt client authentication."))
+    jwks = models.JSONField(_("JWKS"), null=True, blank=True,
+                            help_text=_("Inline JSON Web Key Set, instead of a JWKS URI."))
+    launch_uri = models.URLField(_("launch URI"), blank=True, max_length=2000,
+                                 help_text=_("SMART EHR launch URL of the app."))
+    access_token_lifetime = models.PositiveIntegerField(_("access token lifetime (s)"), null=True, blank=True)
+    refresh_token_lifetime = models.PositiveIntegerField(_("refresh token lifetime (s)"), null=True, blank=True)
+    always_issue_refresh_token = models.BooleanField(
+        _("always issue refresh tokens"), default=False,
+        help_text=_("Issue refresh tokens even when offline_access is not requested (Medplum's grantType)."),
+    )
+    sign_in_text = models.TextField(_("sign-in text"), blank=True,
+                                    help_text=_("Shown on the sign-in page for this client."))
+
+    class Meta(AbstractApplication.Meta):
+        swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"
+        ordering = ["project__name", "name"]
+        verbose_name = _("client application")
+        indexes = [models.Index(fields=["project", "status"], name="medplum_client_project")]
+
+    @property
+    def reference(self) -> str:
+        return f"ClientApplication/{self.client_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE and self.project.active
+
+    @property
+    def is_confidential(self) -> bool:
+        return self.client_type == self.CLIENT_CONFIDENTIAL
+
+    @property
+    def redirect_uri_list(self) -> list[str]:
+        return split_uris(self.redirect_uris)
+
+    def verify_secret(self, secret: str) -> bool:
+        """Constant-time check against the current and the retiring secret (RFC 6749 §2.3.1)."""
+        current = verify_client_secret(secret, self.client_secret)
+        retiring = verify_client_secret(secret, self.retiring_secret)
+        return current or retiring
+
+    def redirect_uri_allowed(self, uri: str) -> bool:
+        """Exact, character-for-character match against a registered URI (RFC 9700 §4.1.3)."""
+        return uri in self.redirect_uri_list
+
+    def clean(self) -> None:
+        errors: dict[str, Any] = {}
+
+        def collect(field: str, func: Any, *args: Any) -> None:
+            try:
+                func(*args)
+            except ValidationError as exc:
+                errors.setdefault(field, []).extend(exc.error_list)
+
+        self.redirect_uris = "\n".join(split_uris(self.redirect_uris))
+        self.post_logout_redirect_uris = "\n".join(split_uris(self.post_logout_redirect_uris))
+        self.allowed_origins = "\n".join(split_uris(self.allowed_origins))
+        collect("redirect_uris", validate_redirect_uris, split_uris(self.redirect_uris))
+        collect("post_logout_redirect_uris", validate_redirect_uris, split_uris(self.post_logout_redirect_uris),
+                "Post-logout redirect URI")
+        for origin in split_uris(self.allowed_origins):
+            collect("allowed_origins", validate_origin, origin)
+        if self.launch_uri:
+            collect("launch_uri", validate_redirect_uri, self.launch_uri, "Launch URI")
+        if self.jwks_uri:
+            collect("jwks_uri", validate_redirect_uri, self.jwks_uri, "JWKS URI")
+        if self.jwks is not None and not (isinstance(self.jwks, dict) and isinstance(self.jwks.get("keys"), list)):
+            errors.setdefault("jwks", []).append(ValidationError(_('JWKS must be an object with a "keys" list.')))
+        if self.client_type == self.CLIENT_PUBLIC and self.pkce_optional:
+            errors.setdefault("pkce_optional", []).append(
+                ValidationError(_("Public clients must use PKCE.")))
+        if self.access_policy_id and self.project_id and self.access_policy.project_id != self.project_id:
+            errors.setdefault("access_policy", []).append(
+                ValidationError(_("The access policy belongs to another project.")))
+        if errors:
+            raise ValidationError(errors)
+
+
+class SigningKey(models.Model):
+    """A key that signs tokens. One ``active`` signer; ``inactive`` keys are still published
+    in the JWKS so tokens they signed verify until the key is ``retired``."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active (signs new tokens)")
+        INACTIVE = "inactive", _("Inactive (published for verification)")
+        RETIRED = "retired", _("Retired (not published)")
+
+    kid = models.CharField(_("key id"), max_length=64, unique=True)
+    algorithm = models.CharField(_("algorithm"), max_length=8)
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.ACTIVE)
+    private_key = models.TextField(_("encrypted private key"), editable=False)
+    public_jwk = models.JSONField(_("public JWK"), editable=False)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    retired_at = models.DateTimeField(_("retired at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = _("signing key")
+        constraints = [
+            models.UniqueConstraint(fields=["status"], condition=models.Q(status="active"),
+                                    name="medplum_one_active_signing_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kid} ({self.algorithm}, {self.status})"

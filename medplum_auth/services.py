@@ -1,0 +1,265 @@
+"""One write path per concept, used by the admin, the Project Admin pages, the CLI and the APIs.
+
+Every function validates fully before writing and runs in one transaction, so bad input raises
+``django.core.exceptions.ValidationError`` and leaves the database untouched. Functions that
+create a secret return its plaintext exactly once; it is never stored or logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone
+
+from . import keys, policies
+from .conf import auth_settings
+from .models import AccessPolicy, ClientApplication, DefaultAccessPolicy, Project, ProjectMembership, SigningKey
+from .secrets import digest_client_secret, generate_client_secret
+from .signals import member_invited
+from .validators import split_uris
+
+logger = logging.getLogger("medplum_auth.audit")
+
+
+@transaction.atomic
+def create_project(name: str, *, description: str = "", owner: Any = None) -> Project:
+    """Create a project (a tenant)."""
+    project = Project(name=(name or "").strip(), description=description, owner=owner)
+    project.full_clean()
+    project.save()
+    logger.info("project created id=%s", project.id)
+    return project
+
+
+@transaction.atomic
+def create_client(
+    project: Project,
+    name: str,
+    *,
+    redirect_uris: list[str] | str | None = None,
+    public: bool = False,
+    pkce_optional: bool = False,
+    access_policy: AccessPolicy | None = None,
+    description: str = "",
+    **fields: Any,
+) -> tuple[ClientApplication, str | None]:
+    """Create a client; return it and its secret (``None`` for a public client).
+
+    The secret is 256 random bits, stored only as a keyed digest. ``fields`` sets any other
+    :class:`ClientApplication` field (lifetimes, origins, launch URI, JWKS …).
+    """
+    if not (name or "").strip():
+        raise ValidationError({"name": ["Client name is required."]})
+    client = ClientApplication(
+        project=project,
+        name=name.strip(),
+        description=description,
+        redirect_uris="\n".join(split_uris(redirect_uris)),
+        client_type=ClientApplication.CLIENT_PUBLIC if public else ClientApplication.CLIENT_CONFIDENTIAL,
+        pkce_optional=pkce_optional,
+        access_policy=access_policy,
+        **fields,
+    )
+    secret = None if public else generate_client_secret()
+    client.client_secret = digest_client_secret(secret) if secret else ""
+    client.full_clean(exclude=["user"])
+    client.save()
+    logger.info("client created client_id=%s project=%s", client.client_id, project.id)
+    return client, secret
+
+
+@transaction.atomic
+def rotate_client_secret(client: ClientApplication) -> str:
+    """Issue a new secret; the current one keeps working as the retiring secret.
+
+    A secret that was already retiring is replaced (only one old secret stays valid).
+    """
+    client = ClientApplication.objects.select_for_update().get(pk=client.pk)
+    if not client.is_confidential:
+        raise ValidationError("Public clients have no secret.", code="public_client")
+    secret = generate_client_secret()
+    client.retiring_secret = client.client_secret
+    client.client_secret = digest_client_secret(secret)
+    client.secret_rotated_at = timezone.now()
+    client.save(update_fields=["client_secret", "retiring_secret", "secret_rotated_at", "updated"])
+    logger.info("client secret rotated client_id=%s", client.client_id)
+    return secret
+
+
+@transaction.atomic
+def retire_client_secret(client: ClientApplication) -> None:
+    """Stop accepting the retiring secret."""
+    ClientApplication.objects.filter(pk=client.pk).update(retiring_secret="", updated=timezone.now())
+    client.retiring_secret = ""
+    logger.info("client retiring secret removed client_id=%s", client.client_id)
+
+
+@transaction.atomic
+def create_access_policy(
+    project: Project, name: str, rules: list[dict[str, Any]] | str, *, description: str = ""
+) -> AccessPolicy:
+    """Create a validated policy from a rule list or its JSON text."""
+    normalised = policies.parse_policy_json(rules) if isinstance(rules, str | bytes) else policies.validate_rules(rules)
+    policy = AccessPolicy(project=project, name=(name or "").strip(), description=description, resources=normalised)
+    policy.full_clean()
+    policy.save()
+    logger.info("access policy created id=%s project=%s", policy.id, project.id)
+    return policy
+
+
+@transaction.atomic
+def update_access_policy(
+    policy: AccessPolicy,
+    *,
+    name: str | None = None,
+    rules: list[dict[str, Any]] | str | None = None,
+    description: str | None = None,
+) -> AccessPolicy:
+    """Update a policy; on invalid input nothing changes (the instance is reloaded)."""
+    try:
+        if rules is not None:
+            policy.resources = (policies.parse_policy_json(rules) if isinstance(rules, str | bytes)
+                                else policies.validate_rules(rules))
+        if name is not None:
+            policy.name = name.strip()
+        if description is not None:
+            policy.description = description
+        policy.full_clean()
+    except ValidationError:
+        policy.refresh_from_db()
+        raise
+    policy.save()
+    logger.info("access policy updated id=%s", policy.id)
+    return policy
+
+
+@dataclass(frozen=True)
+class Invitation:
+    user: Any
+    membership: ProjectMembership
+    created_user: bool
+
+
+@transaction.atomic
+def invite_member(
+    project: Project,
+    email: str,
+    *,
+    profile_type: str,
+    first_name: str,
+    last_name: str,
+    password: str | None = None,
+    admin: bool = False,
+    access_policy: AccessPolicy | None = None,
+    access_parameters: dict[str, str] | None = None,
+) -> Invitation:
+    """Create the user if needed, the profile reference and the membership.
+
+    An existing user (matched by email, case-insensitively) is reused and their password is
+    never changed by an invite. Without an explicit policy the project's default policy for
+    the profile type applies.
+    """
+    User = get_user_model()
+    email = (email or "").strip().lower()
+    errors: dict[str, list[str]] = {}
+    try:
+        validate_email(email)
+    except ValidationError:
+        errors["email"] = ["Enter a valid email address."]
+    if profile_type not in {"Patient", "Practitioner", "RelatedPerson"}:
+        errors["profile_type"] = ["Profile type must be Patient, Practitioner or RelatedPerson."]
+    if not (first_name or "").strip():
+        errors["first_name"] = ["First name is required."]
+    if not (last_name or "").strip():
+        errors["last_name"] = ["Last name is required."]
+    if errors:
+        raise ValidationError(errors)
+
+    existing = list(User._default_manager.select_for_update().filter(email__iexact=email)[:2])
+    if len(existing) > 1:
+        raise ValidationError({"email": ["More than one user has this email address."]})
+    user = existing[0] if existing else None
+    if user is not None:
+        if password:
+            raise ValidationError({"password": [
+                "A user with this email already exists; an invite does not change their password."]})
+        if ProjectMembership.objects.filter(project=project, user=user, profile_type=profile_type).exists():
+            raise ValidationError({"email": [f"{email} is already a {profile_type} member of this project."]})
+    else:
+        user = User(email=email, first_name=first_name.strip(), last_name=last_name.strip())
+        username_field = User.USERNAME_FIELD
+        if username_field != "email":
+            setattr(user, username_field, email)
+        if User._default_manager.filter(**{f"{username_field}__iexact": email}).exists():
+            raise ValidationError({"email": ["A user with this username already exists."]})
+        if password:
+            from django.contrib.auth.password_validation import validate_password
+
+            try:
+                validate_password(password, user)
+            except ValidationError as exc:
+                raise ValidationError({"password": exc.messages}) from None
+            user.set_password(password)
+        else:
+            user.set_unusable_password()
+        user.save()
+
+    if access_policy is None:
+        default = DefaultAccessPolicy.objects.filter(project=project, profile_type=profile_type).first()
+        access_policy = default.access_policy if default else None
+    membership = ProjectMembership(
+        project=project,
+        user=user,
+        profile_type=profile_type,
+        profile_display=f"{first_name.strip()} {last_name.strip()}",
+        access_policy=access_policy,
+        access_parameters=access_parameters or {},
+        admin=admin,
+    )
+    membership.full_clean()
+    membership.save()
+    member_invited.send(sender=ProjectMembership, membership=membership, user=user,
+                        created_user=not existing, first_name=first_name.strip(), last_name=last_name.strip())
+    logger.info("member invited membership=%s project=%s profile=%s", membership.id, project.id, membership.profile)
+    return Invitation(user=user, membership=membership, created_user=not existing)
+
+
+@transaction.atomic
+def rotate_signing_keys(algorithm: str | None = None) -> SigningKey:
+    """Make a new active signing key; the previous one stays published (inactive) until retired."""
+    algorithm = algorithm or auth_settings.SIGNING_ALGORITHM
+    key, encrypted = keys.generate_key(algorithm)
+    # Lock the current signer so two concurrent rotations cannot both demote it.
+    SigningKey.objects.select_for_update().filter(status=SigningKey.Status.ACTIVE).update(
+        status=SigningKey.Status.INACTIVE)
+    row = SigningKey.objects.create(kid=key.get("kid"), algorithm=algorithm,
+                                    status=SigningKey.Status.ACTIVE, private_key=encrypted,
+                                    public_jwk=keys.public_jwk(key))
+    logger.info("signing key rotated kid=%s alg=%s", row.kid, algorithm)
+    return row
+
+
+@transaction.atomic
+def retire_signing_key(kid: str) -> SigningKey:
+    """Stop publishing an inactive key; tokens it signed no longer verify."""
+    row = SigningKey.objects.select_for_update().filter(kid=kid).first()
+    if row is None:
+        raise ValidationError(f"No signing key with kid {kid!r}.", code="unknown_kid")
+    if row.status == SigningKey.Status.ACTIVE:
+        raise ValidationError("The active signing key cannot be retired; rotate first.", code="active_key")
+    row.status = SigningKey.Status.RETIRED
+    row.retired_at = timezone.now()
+    row.save(update_fields=["status", "retired_at"])
+    logger.info("signing key retired kid=%s", kid)
+    return row
+
+
+def ensure_signing_key() -> SigningKey:
+    """The active signing key, creating one when there is none."""
+    return keys.get_active_key() or rotate_signing_keys()

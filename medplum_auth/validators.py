@@ -1,0 +1,86 @@
+"""Field validators shared by every surface (admin, Project Admin pages, CLI, services).
+
+The rules and their messages live here once, so the admin form, the Project Admin form and
+``medplum_create_client`` report the same thing for the same bad input.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext as _
+
+from .conf import auth_settings
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def validate_redirect_uri(uri: str, label: str = "Redirect URI") -> None:
+    """RFC 6749 §3.1.2 and RFC 9700 §2.1: absolute, no fragment, ``https`` except loopback.
+
+    ``http`` is accepted only for ``localhost``, ``127.0.0.1`` and ``[::1]`` (RFC 8252 §7.3)
+    while ``ALLOW_LOOPBACK_HTTP_REDIRECTS`` is on. Wildcards are never accepted: redirect URIs
+    are matched exactly, character for character.
+    """
+
+    def fail(message: str, code: str) -> ValidationError:
+        return ValidationError(message, code=code, params={"label": label, "uri": uri})
+
+    if not uri or any(ch.isspace() for ch in uri):
+        raise fail(_("%(label)s %(uri)r must not be empty or contain spaces."), "uri_whitespace")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise fail(_("%(label)s %(uri)r is not a valid URL."), "uri_invalid") from None
+    if not parts.scheme or not parts.hostname:
+        raise fail(_("%(label)s %(uri)r must be an absolute URL (scheme and host)."), "uri_relative")
+    if "#" in uri:
+        raise fail(_("%(label)s %(uri)r must not contain a fragment (#…)."), "uri_fragment")
+    if "*" in parts.netloc:
+        raise fail(_("%(label)s %(uri)r must not contain a wildcard."), "uri_wildcard")
+    if parts.username is not None or parts.password is not None:
+        raise fail(_("%(label)s %(uri)r must not contain user credentials."), "uri_userinfo")
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        return
+    if scheme == "http" and parts.hostname in LOOPBACK_HOSTS and auth_settings.ALLOW_LOOPBACK_HTTP_REDIRECTS:
+        return
+    raise fail(_("%(label)s %(uri)r must use https (http is allowed only for localhost and 127.0.0.1)."),
+               "uri_scheme")
+
+
+def split_uris(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """Normalise URIs given one per line (forms), space separated (DOT) or as a list (CLI)."""
+    if not value:
+        return []
+    if isinstance(value, str):
+        value = value.split()
+    seen: list[str] = []
+    for uri in value:
+        uri = uri.strip()
+        if uri and uri not in seen:
+            seen.append(uri)
+    return seen
+
+
+def validate_redirect_uris(uris: list[str], label: str = "Redirect URI") -> None:
+    """Validate each URI, reporting every bad one at once."""
+    errors: list[ValidationError] = []
+    for uri in uris:
+        try:
+            validate_redirect_uri(uri, label)
+        except ValidationError as exc:
+            errors.extend(exc.error_list)
+    if errors:
+        raise ValidationError(errors)
+
+
+def validate_origin(origin: str) -> None:
+    """A CORS origin: ``scheme://host[:port]`` with no path, https or loopback http."""
+    parts = urlsplit(origin)
+    if parts.path or parts.query or parts.fragment:
+        raise ValidationError(_("Allowed origin %(uri)r must be scheme://host[:port] with no path."),
+                              code="origin_path", params={"uri": origin})
+    validate_redirect_uri(origin, "Allowed origin")

@@ -1,0 +1,1 @@
+"""Project Admin pages (clients, access policies, members). Pages arrive with the Project Admin issue."""

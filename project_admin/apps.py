@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ProjectAdminConfig(AppConfig):
+    name = "project_admin"
+    verbose_name = "Project Admin"

@@ -1,0 +1,10 @@
+"""Test settings: the example site with a fixed key and a fast password hasher."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" * 32)
+
+from config.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; production uses PBKDF2
+MEDPLUM_AUTH = {**MEDPLUM_AUTH, "RSA_KEY_SIZE": 2048}  # noqa: F405
