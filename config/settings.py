@@ -138,6 +138,9 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
     "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
     "REFRESH_TOKEN_REUSE_PROTECTION": True,
+    # DOT's own redirect checks are not used: medplum_auth.validators decides (https, plus
+    # loopback http per RFC 8252). Listing only https keeps DOT's deploy check (E003) quiet.
+    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
 }
 
 MEDPLUM_AUTH = {

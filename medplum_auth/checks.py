@@ -50,9 +50,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
 
 @checks.register(checks.Tags.database)
 def check_signing_key(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Runs with ``check --database default`` (and before ``migrate`` applies nothing new)."""
+    """Runs with ``check --database default`` only: other checks must not touch the database."""
     from .models import SigningKey
 
+    if not databases:
+        return []
     try:
         has_key = SigningKey.objects.filter(status=SigningKey.Status.ACTIVE).exists()
     except DatabaseError:
@@ -68,6 +70,8 @@ def check_signing_key(app_configs: Any = None, databases: Any = None, **kwargs: 
 @checks.register(checks.Tags.security, deploy=True)
 def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     warnings: list[checks.CheckMessage] = []
+    if not isinstance(getattr(settings, SETTING_NAME, None) or {}, dict):
+        return warnings  # E002 reports it; reading auth_settings would crash the check run
     if not str(auth_settings.ISSUER).startswith("https://"):
         warnings.append(checks.Warning(
             f"ISSUER {auth_settings.ISSUER!r} is not https; OAuth 2.0 requires TLS (RFC 6749 §3.1).",

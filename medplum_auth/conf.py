@@ -32,6 +32,18 @@ DEFAULTS: dict[str, Any] = {
     "RSA_KEY_SIZE": 2048,
     # Create a signing key after ``migrate`` when none is active.
     "AUTO_CREATE_SIGNING_KEY": True,
+    # Lifetime of authorization codes in seconds (RFC 6749 §4.1.2 recommends at most 10 minutes).
+    "AUTHORIZATION_CODE_LIFETIME": 60,
+    # Default access token lifetime in seconds (Medplum: 1 hour); a client may set its own.
+    "ACCESS_TOKEN_LIFETIME": 3600,
+    # Default refresh token lifetime in seconds (Medplum: 2 weeks), renewed on every rotation.
+    "REFRESH_TOKEN_LIFETIME": 14 * 24 * 3600,
+    # ID token lifetime in seconds.
+    "ID_TOKEN_LIFETIME": 3600,
+    # Failed sign-ins per email and client address before sign-in is refused for the window.
+    "SIGNIN_MAX_FAILURES": 10,
+    # Seconds the failure count is kept.
+    "SIGNIN_FAILURE_WINDOW": 900,
     # Allow ``http://localhost`` and ``http://127.0.0.1`` redirect URIs (RFC 8252 §7.3).
     "ALLOW_LOOPBACK_HTTP_REDIRECTS": True,
 }

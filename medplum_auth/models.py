@@ -16,6 +16,15 @@ from .secrets import verify_client_secret
 from .validators import split_uris, validate_origin, validate_redirect_uri, validate_redirect_uris
 
 
+def new_client_id() -> str:
+    """Client ids are UUID strings, like Medplum's ClientApplication ids."""
+    return str(uuid.uuid4())
+
+
+def new_profile_id() -> str:
+    return str(uuid.uuid4())
+
+
 class ProfileType(models.TextChoices):
     PATIENT = "Patient", _("Patient")
     PRACTITIONER = "Practitioner", _("Practitioner")
@@ -55,7 +64,7 @@ class AccessPolicy(models.Model):
                                 verbose_name=_("project"))
     name = models.CharField(_("name"), max_length=200)
     description = models.TextField(_("description"), blank=True)
-    resources = models.JSONField(_("rules"), default=list,
+    resources = models.JSONField(_("rules"), default=list, blank=True,
                                  help_text=_("List of rules: resourceType, criteria, interaction, "
                                              "hiddenFields, readonlyFields."))
     created = models.DateTimeField(_("created"), auto_now_add=True)
@@ -112,7 +121,7 @@ class ProjectMembership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
                              related_name="medplum_memberships", verbose_name=_("user"))
     profile_type = models.CharField(_("profile type"), max_length=32, choices=ProfileType.choices)
-    profile_id = models.CharField(_("profile id"), max_length=64, default=uuid.uuid4,
+    profile_id = models.CharField(_("profile id"), max_length=64, default=new_profile_id,
                                   help_text=_("Id of the FHIR profile resource."))
     profile_display = models.CharField(_("profile display"), max_length=255, blank=True)
     access_policy = models.ForeignKey(
@@ -179,7 +188,7 @@ class ClientApplication(AbstractApplication):
 
     # DOT's client_secret defaults to a generated plaintext and hashes it with PBKDF2 on save;
     # ours stores only the digest written by services.create_client / rotate_client_secret.
-    client_id = models.CharField(_("client ID"), max_length=255, unique=True, default=uuid.uuid4)
+    client_id = models.CharField(_("client ID"), max_length=255, unique=True, default=new_client_id)
     client_secret = models.CharField(_("client secret digest"), max_length=255, blank=True, default="",
                                      editable=False)
     hash_client_secret = models.BooleanField(default=False, editable=False)
@@ -244,6 +253,10 @@ class ClientApplication(AbstractApplication):
     @property
     def redirect_uri_list(self) -> list[str]:
         return split_uris(self.redirect_uris)
+
+    def is_usable(self, request: Any) -> bool:
+        """DOT's hook: disabled clients and clients of inactive projects cannot be used."""
+        return self.is_active
 
     def verify_secret(self, secret: str) -> bool:
         """Constant-time check against the current and the retiring secret (RFC 6749 §2.3.1)."""
@@ -315,3 +328,95 @@ class SigningKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kid} ({self.algorithm}, {self.status})"
+
+
+class Login(models.Model):
+    """One authorization: a sign-in of a user (or a client, for client_credentials) to a client.
+
+    It holds the authorization code (as a digest), the refresh-token family (current and
+    previous digest) and is the unit of revocation: every token issued from it carries its id
+    (``login_id``) and stops working the moment ``revoked_at`` is set.
+    """
+
+    class Method(models.TextChoices):
+        PASSWORD = "password", _("Password")
+        CLIENT = "client", _("Client credentials")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, blank=True,
+                             related_name="medplum_logins")
+    client = models.ForeignKey(settings.OAUTH2_PROVIDER_APPLICATION_MODEL, on_delete=models.CASCADE,
+                               related_name="logins")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="logins")
+    membership = models.ForeignKey(ProjectMembership, on_delete=models.CASCADE, null=True, blank=True,
+                                   related_name="logins")
+    auth_method = models.CharField(max_length=16, choices=Method.choices, default=Method.PASSWORD)
+    auth_time = models.DateTimeField(_("authenticated at"))
+    scope = models.TextField(_("scope"), blank=True)
+    nonce = models.CharField(max_length=512, blank=True)
+    redirect_uri = models.TextField(blank=True)
+    code_digest = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
+    code_expires_at = models.DateTimeField(null=True, blank=True)
+    code_redeemed_at = models.DateTimeField(null=True, blank=True)
+    code_challenge = models.CharField(max_length=128, blank=True)
+    code_challenge_method = models.CharField(max_length=8, blank=True)
+    refresh_digest = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
+    previous_refresh_digest = models.CharField(max_length=64, null=True, blank=True, db_index=True,
+                                               editable=False)
+    refresh_rotated_at = models.DateTimeField(null=True, blank=True)
+    refresh_expires_at = models.DateTimeField(null=True, blank=True)
+    granted_at = models.DateTimeField(_("tokens first issued"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    revoked_reason = models.CharField(max_length=64, blank=True)
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=255, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = _("login")
+        indexes = [models.Index(fields=["project", "revoked_at"], name="medplum_login_project")]
+
+    def __str__(self) -> str:
+        return f"Login {self.id}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @property
+    def profile(self) -> str | None:
+        if self.membership_id:
+            return self.membership.profile
+        return None if self.user_id else f"ClientApplication/{self.client.client_id}"
+
+
+class Consent(models.Model):
+    """Scopes a user has approved for a client; a later request for the same or fewer scopes
+    skips the consent page (OIDC Core §3.1.2.4)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    client = models.ForeignKey(settings.OAUTH2_PROVIDER_APPLICATION_MODEL, on_delete=models.CASCADE,
+                               related_name="consents")
+    scope = models.TextField()
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "client"], name="medplum_consent_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.client}: {self.scope}"
+
+
+class UsedClientAssertion(models.Model):
+    """``jti`` values of accepted private_key_jwt assertions, kept until they expire (RFC 7523 §3)."""
+
+    jti_digest = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = _("used client assertion")
+
+    def __str__(self) -> str:
+        return self.jti_digest

@@ -23,9 +23,10 @@ from django.core.exceptions import ValidationError
 INTERACTIONS: tuple[str, ...] = ("create", "read", "vread", "update", "delete", "history", "search")
 READONLY_INTERACTIONS: tuple[str, ...] = ("read", "vread", "history", "search")
 RULE_KEYS = frozenset({"resourceType", "criteria", "interaction", "readonly", "hiddenFields", "readonlyFields"})
-RESOURCE_TYPE_RE = re.compile(r"^(\*|[A-Z][A-Za-z]{1,63})$")
-FIELD_PATH_RE = re.compile(r"^[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)*$")
-PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(:[A-Za-z-]+)?$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "name\n" through.
+RESOURCE_TYPE_RE = re.compile(r"^(\*|[A-Z][A-Za-z]{1,63})\Z")
+FIELD_PATH_RE = re.compile(r"^[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)*\Z")
+PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(:[A-Za-z-]+)?\Z")
 PARAMETER_RE = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*)(\.id)?")
 
 
@@ -58,10 +59,11 @@ def _validate_criteria(index: int, resource_type: str, criteria: Any) -> str:
         raise _error(index, f"criteria {criteria!r} must start with a resource type.", "invalid_criteria")
     for pair in query.split("&"):
         name, eq, value = pair.partition("=")
-        if not eq or not value or not PARAM_NAME_RE.match(name):
-            raise _error(index, f"criteria parameter {pair!r} must be 'name=value'.", "invalid_criteria")
+        # Before the name check: real _has names (_has:Type:param:param) fail PARAM_NAME_RE.
         if name.startswith("_has"):
             raise _error(index, "criteria must not use _has (Medplum constraint axp-3).", "invalid_criteria")
+        if not eq or not value or not PARAM_NAME_RE.match(name):
+            raise _error(index, f"criteria parameter {pair!r} must be 'name=value'.", "invalid_criteria")
     return criteria
 
 

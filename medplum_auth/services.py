@@ -79,16 +79,20 @@ def rotate_client_secret(client: ClientApplication) -> str:
     """Issue a new secret; the current one keeps working as the retiring secret.
 
     A secret that was already retiring is replaced (only one old secret stays valid).
+    ``client`` is updated in place, so saving it afterwards keeps the new secret.
     """
-    client = ClientApplication.objects.select_for_update().get(pk=client.pk)
-    if not client.is_confidential:
+    row = ClientApplication.objects.select_for_update().get(pk=client.pk)
+    if not row.is_confidential:
         raise ValidationError("Public clients have no secret.", code="public_client")
     secret = generate_client_secret()
-    client.retiring_secret = client.client_secret
-    client.client_secret = digest_client_secret(secret)
-    client.secret_rotated_at = timezone.now()
-    client.save(update_fields=["client_secret", "retiring_secret", "secret_rotated_at", "updated"])
-    logger.info("client secret rotated client_id=%s", client.client_id)
+    row.retiring_secret = row.client_secret
+    row.client_secret = digest_client_secret(secret)
+    row.secret_rotated_at = timezone.now()
+    update_fields = ["client_secret", "retiring_secret", "secret_rotated_at", "updated"]
+    row.save(update_fields=update_fields)
+    for field in update_fields:
+        setattr(client, field, getattr(row, field))
+    logger.info("client secret rotated client_id=%s", row.client_id)
     return secret
 
 
@@ -137,6 +141,25 @@ def update_access_policy(
     policy.save()
     logger.info("access policy updated id=%s", policy.id)
     return policy
+
+
+@transaction.atomic
+def set_default_access_policy(
+    project: Project, profile_type: str, access_policy: AccessPolicy | None
+) -> DefaultAccessPolicy | None:
+    """Make ``access_policy`` the one new ``profile_type`` members get; ``None`` removes the default."""
+    if access_policy is None:
+        DefaultAccessPolicy.objects.filter(project=project, profile_type=profile_type).delete()
+        logger.info("default access policy removed project=%s profile_type=%s", project.id, profile_type)
+        return None
+    default = (DefaultAccessPolicy.objects.select_for_update().filter(project=project, profile_type=profile_type)
+               .first() or DefaultAccessPolicy(project=project, profile_type=profile_type))
+    default.access_policy = access_policy
+    default.full_clean()
+    default.save()
+    logger.info("default access policy set project=%s profile_type=%s policy=%s",
+                project.id, profile_type, access_policy.id)
+    return default
 
 
 @dataclass(frozen=True)
@@ -253,6 +276,8 @@ def retire_signing_key(kid: str) -> SigningKey:
         raise ValidationError(f"No signing key with kid {kid!r}.", code="unknown_kid")
     if row.status == SigningKey.Status.ACTIVE:
         raise ValidationError("The active signing key cannot be retired; rotate first.", code="active_key")
+    if row.status == SigningKey.Status.RETIRED:
+        return row  # idempotent: keep the original retired_at
     row.status = SigningKey.Status.RETIRED
     row.retired_at = timezone.now()
     row.save(update_fields=["status", "retired_at"])

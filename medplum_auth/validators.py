@@ -47,7 +47,7 @@ def validate_redirect_uri(uri: str, label: str = "Redirect URI") -> None:
         return
     if scheme == "http" and parts.hostname in LOOPBACK_HOSTS and auth_settings.ALLOW_LOOPBACK_HTTP_REDIRECTS:
         return
-    raise fail(_("%(label)s %(uri)r must use https (http is allowed only for localhost and 127.0.0.1)."),
+    raise fail(_("%(label)s %(uri)r must use https (http is allowed only for localhost, 127.0.0.1 and [::1])."),
                "uri_scheme")
 
 

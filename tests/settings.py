@@ -8,3 +8,4 @@ from config.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; production uses PBKDF2
 MEDPLUM_AUTH = {**MEDPLUM_AUTH, "RSA_KEY_SIZE": 2048}  # noqa: F405
+STATIC_ROOT = None  # whitenoise: no collected files in tests

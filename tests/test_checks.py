@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+from medplum_auth.checks import check_deploy, check_settings, check_signing_key
+from medplum_auth.models import SigningKey
+from medplum_auth.services import ensure_signing_key
+
+GOOD_DEPLOY = {"ISSUER": "https://auth.example.org", "CLIENT_SECRET_DIGEST_KEY": "digest-key-" + "d" * 40}
+
+
+def ids(messages: list[checks.CheckMessage]) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_settings_check_passes_on_the_example_configuration():
+    assert check_settings() == []
+    assert check_settings(app_configs=None, databases=None) == []
+
+
+def test_deploy_check_passes_on_a_good_configuration():
+    with override_settings(MEDPLUM_AUTH=GOOD_DEPLOY):
+        assert check_deploy() == []
+
+
+@pytest.mark.django_db
+def test_signing_key_check_passes_with_an_active_key():
+    ensure_signing_key()
+    assert check_signing_key() == []
+
+
+def test_e001_application_model_not_swapped():
+    with override_settings(OAUTH2_PROVIDER_APPLICATION_MODEL="oauth2_provider.Application"):
+        messages = check_settings()
+    assert ids(messages) == ["medplum_auth.E001"]
+    assert isinstance(messages[0], checks.Error)
+    assert 'OAUTH2_PROVIDER_APPLICATION_MODEL = "medplum_auth.ClientApplication"' in messages[0].hint
+
+
+def test_e002_unknown_key():
+    with override_settings(MEDPLUM_AUTH={"ISSUER": "https://auth.example.org", "ISSUER_URL": "x", "SIGNING_ALG": "x"}):
+        messages = check_settings()
+    assert ids(messages) == ["medplum_auth.E002", "medplum_auth.E002"]
+    assert [m.msg for m in messages] == ["Unknown MEDPLUM_AUTH setting 'ISSUER_URL'.",
+                                         "Unknown MEDPLUM_AUTH setting 'SIGNING_ALG'."]
+    assert "docs/settings.md" in messages[0].hint
+
+
+@pytest.mark.parametrize("value", [["ISSUER"], "ISSUER=https://x", ("ISSUER",)])
+def test_e002_not_a_dict(value):
+    with override_settings(MEDPLUM_AUTH=value):
+        messages = check_settings()
+        assert check_deploy() == []  # must not crash; E002 already reports it
+    assert ids(messages) == ["medplum_auth.E002"]
+    assert messages[0].msg == "MEDPLUM_AUTH must be a dict."
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "RS512", "none"])
+def test_e003_bad_algorithm(algorithm):
+    with override_settings(MEDPLUM_AUTH={"SIGNING_ALGORITHM": algorithm}):
+        messages = check_settings()
+    assert ids(messages) == ["medplum_auth.E003"]
+    assert messages[0].msg == f"SIGNING_ALGORITHM {algorithm!r} is not supported."
+    assert messages[0].hint == "Use one of ES256, ES384, RS256."
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256", "ES384"])
+def test_supported_algorithms_pass(algorithm):
+    with override_settings(MEDPLUM_AUTH={"SIGNING_ALGORITHM": algorithm}):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize(("size", "fires"), [(16, True), (31, True), (32, False), (64, False)])
+def test_e004_short_client_secret(size, fires):
+    with override_settings(MEDPLUM_AUTH={"CLIENT_SECRET_BYTES": size}):
+        assert ids(check_settings()) == (["medplum_auth.E004"] if fires else [])
+
+
+@pytest.mark.parametrize(("size", "fires"), [(1024, True), (2047, True), (2048, False), (4096, False)])
+def test_e005_small_rsa_key(size, fires):
+    with override_settings(MEDPLUM_AUTH={"RSA_KEY_SIZE": size}):
+        assert ids(check_settings()) == (["medplum_auth.E005"] if fires else [])
+
+
+def test_several_errors_reported_together():
+    with override_settings(OAUTH2_PROVIDER_APPLICATION_MODEL="oauth2_provider.Application",
+                           MEDPLUM_AUTH={"SIGNING_ALGORITHM": "HS256", "CLIENT_SECRET_BYTES": 8, "RSA_KEY_SIZE": 512,
+                                         "NOPE": 1}):
+        assert ids(check_settings()) == ["medplum_auth.E001", "medplum_auth.E002", "medplum_auth.E003",
+                                         "medplum_auth.E004", "medplum_auth.E005"]
+
+
+@pytest.mark.django_db
+def test_w001_no_active_signing_key():
+    SigningKey.objects.update(status=SigningKey.Status.INACTIVE)
+    assert check_signing_key() == []  # only with --database: plain `check` never queries
+    messages = check_signing_key(databases=["default"])
+    assert ids(messages) == ["medplum_auth.W001"]
+    assert isinstance(messages[0], checks.Warning)
+    assert "medplum_rotate_keys" in messages[0].hint
+
+
+@pytest.mark.spec("RFC 6749 §3.1")
+@pytest.mark.parametrize("issuer", ["http://auth.example.org", "http://127.0.0.1:8000", "auth.example.org"])
+def test_w002_issuer_not_https(issuer):
+    with override_settings(MEDPLUM_AUTH={**GOOD_DEPLOY, "ISSUER": issuer}):
+        messages = check_deploy()
+    assert ids(messages) == ["medplum_auth.W002"]
+    assert repr(issuer) in messages[0].msg
+
+
+def test_w003_no_digest_key():
+    with override_settings(MEDPLUM_AUTH={"ISSUER": "https://auth.example.org"}):
+        messages = check_deploy()
+    assert ids(messages) == ["medplum_auth.W003"]
+    assert "CLIENT_SECRET_DIGEST_KEY" in messages[0].hint
+
+
+@pytest.mark.spec("RFC 9700 §2.1.1")
+def test_w004_pkce_not_required():
+    dot = {**settings.OAUTH2_PROVIDER, "PKCE_REQUIRED": False}
+    with override_settings(MEDPLUM_AUTH=GOOD_DEPLOY, OAUTH2_PROVIDER=dot):
+        assert ids(check_deploy()) == ["medplum_auth.W004"]
+    # Leaving the key out keeps DOT's default (required): no warning.
+    dot = {k: v for k, v in settings.OAUTH2_PROVIDER.items() if k != "PKCE_REQUIRED"}
+    with override_settings(MEDPLUM_AUTH=GOOD_DEPLOY, OAUTH2_PROVIDER=dot):
+        assert check_deploy() == []
+
+
+def test_checks_are_registered():
+    registered = checks.registry.registry.get_checks(include_deployment_checks=True)
+    assert {check_settings, check_signing_key, check_deploy} <= set(registered)
+    assert check_deploy not in checks.registry.registry.get_checks(include_deployment_checks=False)
+
+
+@pytest.mark.django_db
+def test_check_command_reports_errors():
+    with (override_settings(MEDPLUM_AUTH={"SIGNING_ALGORITHM": "HS256", "TYPO": 1}),
+          pytest.raises(SystemCheckError) as exc):
+        call_command("check", "--deploy", stdout=StringIO(), stderr=StringIO())
+    assert "medplum_auth.E002" in str(exc.value)
+    assert "medplum_auth.E003" in str(exc.value)
+
+
+@pytest.mark.django_db
+def test_check_command_reports_non_dict_settings_without_crashing():
+    with override_settings(MEDPLUM_AUTH=["ISSUER"]), pytest.raises(SystemCheckError) as exc:
+        call_command("check", "--deploy", stdout=StringIO(), stderr=StringIO())
+    assert "medplum_auth.E002" in str(exc.value)
+    assert "MEDPLUM_AUTH must be a dict." in str(exc.value)
+
+
+@pytest.mark.django_db
+def test_check_deploy_command_reports_warnings():
+    SigningKey.objects.update(status=SigningKey.Status.INACTIVE)
+    stderr = StringIO()
+    with override_settings(MEDPLUM_AUTH={"ISSUER": "http://auth.example.org"},
+                           OAUTH2_PROVIDER={**settings.OAUTH2_PROVIDER, "PKCE_REQUIRED": False}):
+        # --fail-level: the example site's DOT config trips oauth2_provider.E003 under --deploy.
+        call_command("check", "--deploy", "--database", "default", "--fail-level", "CRITICAL",
+                     stdout=StringIO(), stderr=stderr)
+    output = stderr.getvalue()
+    for check_id in ("medplum_auth.W001", "medplum_auth.W002", "medplum_auth.W003", "medplum_auth.W004"):
+        assert check_id in output
+
+
+@pytest.mark.django_db
+def test_check_deploy_command_quiet_about_us_when_configured():
+    ensure_signing_key()
+    stdout, stderr = StringIO(), StringIO()
+    with override_settings(MEDPLUM_AUTH=GOOD_DEPLOY):
+        call_command("check", "--deploy", "--database", "default", "--fail-level", "CRITICAL",
+                     stdout=stdout, stderr=stderr)
+    output = stdout.getvalue() + stderr.getvalue()
+    assert "System check identified" in output
+    assert "medplum_auth." not in output
