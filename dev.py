@@ -55,8 +55,32 @@ def demo() -> None:
     env.setdefault("MEDPLUM_ISSUER", f"http://127.0.0.1:{DEMO_PORT}")
     run(PYTHON, "manage.py", "migrate", "--noinput", env=env)
     run(PYTHON, "manage.py", "medplum_seed_demo", env=env)
+    print_authorize_url(env["MEDPLUM_ISSUER"])
     print(f"\nServing on http://127.0.0.1:{DEMO_PORT}/ (Django admin: /admin/). Ctrl-C stops.\n", flush=True)
     os.execve(str(PYTHON), [str(PYTHON), "manage.py", "runserver", f"127.0.0.1:{DEMO_PORT}", "--noreload"], env)
+
+
+def print_authorize_url(issuer: str) -> None:
+    """A ready authorization request for the demo's public client, with a fresh PKCE pair."""
+    import base64
+    import secrets
+    from urllib.parse import urlencode
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    redirect_uri = "http://127.0.0.1:8888/callback"
+    query = urlencode({
+        "response_type": "code", "client_id": "medplum-demo-public", "redirect_uri": redirect_uri,
+        "scope": "openid profile email offline_access", "state": secrets.token_urlsafe(8),
+        "code_challenge": challenge, "code_challenge_method": "S256",
+    })
+    print(f"""
+Open this authorization request in a browser and sign in as patient@example.com:
+  {issuer}/oauth2/authorize?{query}
+The browser then lands on {redirect_uri}?code=…&state=…&iss=… (nothing listens there; copy the code).
+Trade the code within 60 seconds:
+  curl -s {issuer}/oauth2/token -d grant_type=authorization_code -d client_id=medplum-demo-public \\
+       -d redirect_uri={redirect_uri} -d code_verifier={verifier} -d code=PASTE_CODE""", flush=True)
 
 
 def test(extra: list[str]) -> None:

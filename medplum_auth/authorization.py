@@ -1,0 +1,273 @@
+"""The browser side of the code flow: pending requests, prompt, max_age, profile and consent.
+
+The authorization endpoint validates a request with oauthlib, parks it in the session under a
+random id and walks the user through sign-in, profile choice and consent. Each step ends in
+:func:`resume`, which either asks for the next page or completes the request through
+oauthlib (which creates the code). OIDC Core §3.1.2: ``prompt`` (none/login/consent),
+``max_age``, ``id_token_hint``, ``login_hint``; RFC 9207: ``iss`` on every response.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from oauthlib.oauth2.rfc6749 import errors
+
+from . import scopes as scope_utils
+from . import tokens
+from .conf import auth_settings
+from .models import ClientApplication, Consent, ProjectMembership
+from .server import get_server
+
+SESSION_KEY = "medplum_authz"
+AUTH_TIME_KEY = "medplum_auth_time"
+PENDING_SECONDS = 1800
+MAX_PENDING = 10
+PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account"})
+
+
+def add_params(uri: str, params: dict[str, str]) -> str:
+    """Append query parameters to a (registered) redirect URI, keeping its own query."""
+    parts = urlsplit(uri)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query += [(k, v) for k, v in params.items() if v is not None]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def authorize_uri(params: dict[str, str]) -> str:
+    return f"{auth_settings.ISSUER}/oauth2/authorize?{urlencode(params)}"
+
+
+def error_page(request: HttpRequest, title: str, description: str, status: int = 400) -> HttpResponse:
+    """Fatal errors never redirect (RFC 6749 §4.1.2.1): unknown client, unregistered redirect URI."""
+    return render(request, "medplum_auth/error.html", {"title": title, "description": description}, status=status)
+
+
+def error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> HttpResponse:
+    from .views.oauth import DEFAULT_DESCRIPTIONS
+
+    description = description or DEFAULT_DESCRIPTIONS.get(error, error)
+    params = {"error": error, "error_description": description, "state": state or None,
+              "iss": auth_settings.ISSUER}
+    return HttpResponseRedirect(add_params(redirect_uri, params))
+
+
+def start(request: HttpRequest, params: dict[str, str]) -> HttpResponse:
+    """Validate a new authorization request (GET query or POST form alike) and begin."""
+    server = get_server()
+    try:
+        requested, info = server.validate_authorization_request(authorize_uri(params), "GET", None, {})
+    except errors.FatalClientError as exc:
+        return error_page(request, "Invalid request", _fatal_message(exc))
+    except errors.OAuth2Error as exc:
+        if not exc.redirect_uri:
+            return error_page(request, "Invalid request", exc.description)
+        return error_redirect(exc.redirect_uri, exc.error, exc.description, params.get("state"))
+
+    redirect_uri, state = info["redirect_uri"], params.get("state")
+    problem = _check_extra_parameters(params)
+    if problem:
+        return error_redirect(redirect_uri, *problem, state)
+    pending = {
+        "params": params,
+        "redirect_uri": redirect_uri,
+        "scopes": list(requested),
+        "client_id": info["client_id"],
+        "created": int(time.time()),
+        "started": time.time(),
+    }
+    rid = _store(request, pending)
+    return resume(request, rid)
+
+
+def _fatal_message(exc: errors.OAuth2Error) -> str:
+    if isinstance(exc, errors.MissingClientIdError | errors.InvalidClientIdError):
+        return "Client not found: the client_id is missing, unknown or disabled."
+    if isinstance(exc, errors.MissingRedirectURIError):
+        return "Missing redirect URI: this client has several registered redirect URIs; send redirect_uri."
+    if isinstance(exc, errors.InvalidRedirectURIError | errors.MismatchingRedirectURIError):
+        return "Invalid redirect URI: it must match a registered redirect URI exactly."
+    return exc.description or "The authorization request is malformed."
+
+
+def _check_extra_parameters(params: dict[str, str]) -> tuple[str, str] | None:
+    if "request" in params or "request_uri" in params:
+        error = "request_not_supported" if "request" in params else "request_uri_not_supported"
+        return error, "Request objects are not supported."
+    prompt = set(params.get("prompt", "").split())
+    if not prompt <= PROMPT_VALUES:
+        return "invalid_request", "Unknown prompt value."
+    if "none" in prompt and len(prompt) > 1:
+        return "invalid_request", "prompt=none cannot be combined with other values."
+    max_age = params.get("max_age")
+    if max_age is not None and not (max_age.isdigit() and len(max_age) < 10):
+        return "invalid_request", "max_age must be a non-negative integer."
+    aud = params.get("aud")
+    if aud is not None and aud.rstrip("/") != auth_settings.fhir_base_url:
+        return "invalid_request", "Invalid audience: aud must be this server's FHIR base URL."
+    return None
+
+
+def _store(request: HttpRequest, pending: dict[str, Any]) -> str:
+    now = int(time.time())
+    store = {k: v for k, v in request.session.get(SESSION_KEY, {}).items() if now - v["created"] < PENDING_SECONDS}
+    while len(store) >= MAX_PENDING:
+        store.pop(min(store, key=lambda k: store[k]["created"]))
+    rid = secrets.token_urlsafe(16)
+    store[rid] = pending
+    request.session[SESSION_KEY] = store
+    return rid
+
+
+def load(request: HttpRequest, rid: str | None) -> dict[str, Any] | None:
+    pending = request.session.get(SESSION_KEY, {}).get(rid or "")
+    if pending and time.time() - pending["created"] < PENDING_SECONDS:
+        return pending
+    return None
+
+
+def save(request: HttpRequest, rid: str, pending: dict[str, Any]) -> None:
+    store = request.session.get(SESSION_KEY, {})
+    store[rid] = pending
+    request.session[SESSION_KEY] = store
+
+
+def discard(request: HttpRequest, rid: str) -> None:
+    store = request.session.get(SESSION_KEY, {})
+    store.pop(rid, None)
+    request.session[SESSION_KEY] = store
+
+
+def expired_page(request: HttpRequest) -> HttpResponse:
+    return error_page(request, "Sign-in request expired",
+                      "This sign-in request is no longer valid. Return to the application and try again.")
+
+
+def client_for(pending: dict[str, Any]) -> ClientApplication | None:
+    client = ClientApplication.objects.select_related("project").filter(client_id=pending["client_id"]).first()
+    return client if client and client.is_active else None
+
+
+def memberships_for(user: Any, client: ClientApplication) -> list[ProjectMembership]:
+    return list(ProjectMembership.objects.filter(user=user, project=client.project_id, active=True)
+                .order_by("profile_type", "profile_display"))
+
+
+def _hint_subject(hint: str) -> str | None:
+    try:
+        return str(tokens.decode(hint, tokens.ID_TOKEN_TYPE, verify_exp=False).get("sub"))
+    except tokens.InvalidToken:
+        return None
+
+
+def needs_sign_in(request: HttpRequest, pending: dict[str, Any]) -> bool:
+    params = pending["params"]
+    if not request.user.is_authenticated:
+        return True
+    prompt = set(params.get("prompt", "").split())
+    auth_time = request.session.get(AUTH_TIME_KEY, 0)
+    if "login" in prompt and auth_time < pending["started"]:
+        return True
+    max_age = params.get("max_age")
+    if max_age is not None and time.time() - auth_time > int(max_age):
+        return True
+    hint = params.get("id_token_hint")
+    return bool(hint) and _hint_subject(hint) != str(request.user.pk)
+
+
+def resume(request: HttpRequest, rid: str) -> HttpResponse:
+    """Ask for the next missing step, or complete the authorization."""
+    pending = load(request, rid)
+    if pending is None:
+        return expired_page(request)
+    params, redirect_uri = pending["params"], pending["redirect_uri"]
+    state = params.get("state")
+    prompt = set(params.get("prompt", "").split())
+    client = client_for(pending)
+    if client is None:
+        discard(request, rid)
+        return error_page(request, "Invalid request", "Client not found: the client is unknown or disabled.")
+
+    if needs_sign_in(request, pending):
+        if "none" in prompt:
+            discard(request, rid)
+            return error_redirect(redirect_uri, "login_required", "The user must sign in.", state)
+        return HttpResponseRedirect(f"{reverse('medplum_auth:signin')}?{urlencode({'rid': rid})}")
+
+    memberships = memberships_for(request.user, client)
+    if not memberships:
+        discard(request, rid)
+        return error_redirect(redirect_uri, "access_denied", "The user has no active profile in this project.",
+                              state)
+    membership = next((m for m in memberships if str(m.pk) == pending.get("membership")), None)
+    if membership is None:
+        if len(memberships) == 1:
+            membership = memberships[0]
+        elif "none" in prompt:
+            discard(request, rid)
+            return error_redirect(redirect_uri, "account_selection_required", "The user must choose a profile.",
+                                  state)
+        else:
+            return HttpResponseRedirect(f"{reverse('medplum_auth:profile')}?{urlencode({'rid': rid})}")
+
+    granted = pending.get("granted")
+    if granted is None:
+        if needs_consent(request.user, client, pending["scopes"], prompt):
+            if "none" in prompt:
+                discard(request, rid)
+                return error_redirect(redirect_uri, "consent_required", "The user must approve the request.", state)
+            return HttpResponseRedirect(f"{reverse('medplum_auth:consent')}?{urlencode({'rid': rid})}")
+        granted = pending["scopes"]
+    return complete(request, rid, pending, membership, granted)
+
+
+def needs_consent(user: Any, client: ClientApplication, requested: list[str], prompt: set[str]) -> bool:
+    if "consent" in prompt:
+        return True
+    if set(requested) <= {"openid"}:
+        return False
+    consent = Consent.objects.filter(user=user, client=client).first()
+    return consent is None or not set(requested) <= set(consent.scope.split())
+
+
+def record_consent(user: Any, client: ClientApplication, granted: list[str]) -> None:
+    Consent.objects.update_or_create(user=user, client=client, defaults={"scope": " ".join(granted)})
+
+
+def complete(request: HttpRequest, rid: str, pending: dict[str, Any], membership: ProjectMembership,
+             granted: list[str]) -> HttpResponse:
+    """Let oauthlib re-validate the original request and issue the code (RFC 6749 §4.1.2)."""
+    credentials = {
+        "user": request.user,
+        "membership": membership,
+        "auth_time": _auth_time(request),
+        "remote_addr": request.META.get("REMOTE_ADDR"),
+        "user_agent": request.META.get("HTTP_USER_AGENT", ""),
+    }
+    discard(request, rid)
+    try:
+        headers, _body, _status = get_server().create_authorization_response(
+            authorize_uri(pending["params"]), "GET", None, {}, scopes=granted, credentials=credentials)
+    except errors.FatalClientError as exc:
+        return error_page(request, "Invalid request", _fatal_message(exc))
+    except errors.OAuth2Error as exc:
+        return error_redirect(pending["redirect_uri"], exc.error, exc.description, pending["params"].get("state"))
+    location = add_params(headers["Location"], {"iss": auth_settings.ISSUER})
+    return HttpResponseRedirect(location)
+
+
+def _auth_time(request: HttpRequest) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(request.session.get(AUTH_TIME_KEY) or time.time(), tz=UTC)
+
+
+def scope_rows(requested: list[str]) -> list[dict[str, Any]]:
+    """Consent page rows: plain-words description; ``openid`` cannot be deselected."""
+    return [{"scope": s, "description": scope_utils.describe(s), "required": s == "openid"} for s in requested]

@@ -1,0 +1,66 @@
+"""Creating logins and authorization codes: one path for the browser flow and the JSON API."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from .conf import auth_settings
+from .models import ClientApplication, Login, ProjectMembership
+
+
+def code_digest(code: str) -> str:
+    from .oauth2_validators import token_digest
+
+    return token_digest(code)
+
+
+def create_login(
+    *,
+    user: Any,
+    client: ClientApplication,
+    membership: ProjectMembership | None,
+    scope: str,
+    auth_time: datetime,
+    nonce: str = "",
+    redirect_uri: str = "",
+    code_challenge: str = "",
+    code_challenge_method: str = "",
+    remote_addr: str | None = None,
+    user_agent: str = "",
+    code: str | None = None,
+) -> tuple[Login, str | None]:
+    """A login for ``user`` at ``client``; with a membership it also gets a fresh code.
+
+    Without a membership (the user must still choose a profile) no code is issued yet:
+    :func:`issue_code` adds it once the profile is known.
+    """
+    login = Login(
+        user=user, client=client, project=client.project, membership=membership, auth_time=auth_time,
+        scope=scope, nonce=nonce or "", redirect_uri=redirect_uri or "",
+        code_challenge=code_challenge or "", code_challenge_method=code_challenge_method or "",
+        remote_addr=remote_addr, user_agent=(user_agent or "")[:255],
+    )
+    issued = None
+    if membership is not None:
+        issued = code or secrets.token_urlsafe(32)
+        _set_code(login, issued)
+    login.save()
+    return login, issued
+
+
+def _set_code(login: Login, code: str) -> None:
+    login.code_digest = code_digest(code)
+    login.code_expires_at = timezone.now() + timedelta(seconds=auth_settings.AUTHORIZATION_CODE_LIFETIME)
+
+
+def issue_code(login: Login, membership: ProjectMembership) -> str:
+    """Bind the chosen profile and issue the login's code (Medplum ``/auth/profile``)."""
+    code = secrets.token_urlsafe(32)
+    login.membership = membership
+    _set_code(login, code)
+    login.save(update_fields=["membership", "code_digest", "code_expires_at"])
+    return code

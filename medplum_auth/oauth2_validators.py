@@ -1,0 +1,416 @@
+"""Every OAuth 2.0 / OpenID Connect decision of the authorization server, in one class.
+
+:class:`MedplumOAuth2Validator` subclasses django-oauth-toolkit's validator, which oauthlib's
+grant types call. It replaces DOT's token storage with :class:`~medplum_auth.models.Login`
+(authorization code digest, refresh-token family, revocation) and issues JWT access tokens.
+Where DOT or Medplum are loose it is strict: exact redirect URIs, S256-only PKCE, code expiry,
+code-replay revocation, refresh-token reuse detection (RFC 9700 §2.1, §2.2.2, §4.14).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import secrets
+import time
+from datetime import timedelta
+from typing import Any
+from urllib.parse import unquote_plus
+
+from django.utils import timezone
+from oauth2_provider.oauth2_validators import OAuth2Validator
+from oauthlib.oauth2.rfc6749 import errors
+
+from . import assertions, logins, tokens
+from . import scopes as scope_utils
+from .conf import auth_settings
+from .models import ClientApplication, Login
+
+log = logging.getLogger("medplum_auth.audit")
+
+GRANT_TYPES_ALL = frozenset({"authorization_code", "refresh_token"})
+GRANT_TYPES_CONFIDENTIAL = GRANT_TYPES_ALL | {"client_credentials"}
+
+
+def token_digest(value: str) -> str:
+    """Codes and refresh tokens are ≥ 170 random bits, so an unkeyed SHA-256 is a safe lookup key."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def generate_refresh_token(request: Any) -> str:
+    return secrets.token_urlsafe(32)
+
+
+def revoke_login(login: Login, reason: str) -> None:
+    """Revoke a login and with it every token issued from it (idempotent)."""
+    if login.revoked_at is None:
+        now = timezone.now()
+        Login.objects.filter(pk=login.pk, revoked_at__isnull=True).update(revoked_at=now, revoked_reason=reason)
+        login.revoked_at, login.revoked_reason = now, reason
+        log.info("login revoked login=%s reason=%s", login.pk, reason)
+
+
+def _basic_credentials(request: Any) -> str | None:
+    """The base64 part of ``Authorization: Basic …`` (scheme case-insensitive, RFC 7617 §2)."""
+    header = (request.headers or {}).get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() or None if scheme.lower() == "basic" else None
+
+
+def _assertion_sent(request: Any) -> bool:
+    return bool(getattr(request, "client_assertion_type", None) or getattr(request, "client_assertion", None))
+
+
+class MedplumOAuth2Validator(OAuth2Validator):
+    # --- clients --------------------------------------------------------------------------
+
+    def _load_application(self, client_id: str, request: Any) -> ClientApplication | None:
+        client = request.client
+        if isinstance(client, ClientApplication) and client.client_id == client_id:
+            return client if client.is_active else None
+        if not client_id or not isinstance(client_id, str) or "\x00" in client_id:
+            return None
+        client = ClientApplication.objects.select_related("project").filter(client_id=client_id).first()
+        if client is None or not client.is_active:
+            request.client = None
+            return None
+        request.client = client
+        return client
+
+    def authenticate_client(self, request: Any, *args: Any, **kwargs: Any) -> bool:
+        """RFC 6749 §2.3.1 (``client_secret_basic``, ``client_secret_post``) or RFC 7523
+        ``private_key_jwt``; confidential clients only."""
+        if _assertion_sent(request):
+            return self._authenticate_assertion(request)
+        basic = _basic_credentials(request)
+        if basic:
+            request.medplum_auth_scheme = "Basic"
+            try:
+                client_id, secret = map(unquote_plus, base64.b64decode(basic, validate=True).decode().split(":", 1))
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                return False
+            if request.client_id and request.client_id != client_id:
+                return False
+        elif getattr(request, "client_secret", None):
+            client_id, secret = request.client_id, request.client_secret
+        else:
+            return False
+        client = self._load_application(client_id, request)
+        if client is None or not client.is_confidential or not client.verify_secret(secret):
+            log.info("client authentication failed client_id=%s", client_id)
+            return False
+        request.client_id = client.client_id
+        return True
+
+    def _authenticate_assertion(self, request: Any) -> bool:
+        assertion = getattr(request, "client_assertion", None)
+        assertion_type = getattr(request, "client_assertion_type", None)
+        if assertion_type != assertions.ASSERTION_TYPE or not isinstance(assertion, str):
+            return False
+        client_id = assertions.client_id_of(assertion)
+        if not client_id or (request.client_id and request.client_id != client_id):
+            return False
+        client = self._load_application(client_id, request)
+        if client is None or not client.is_confidential:
+            return False
+        try:
+            assertions.verify(assertion, client)
+        except assertions.AssertionError_ as exc:
+            log.info("client assertion refused client_id=%s reason=%s", client_id, exc)
+            return False
+        request.client_id = client.client_id
+        return True
+
+    def client_authentication_required(self, request: Any, *args: Any, **kwargs: Any) -> bool:
+        if _assertion_sent(request):
+            return True
+        return super().client_authentication_required(request, *args, **kwargs)
+
+    def authenticate_client_id(self, client_id: str, request: Any, *args: Any, **kwargs: Any) -> bool:
+        """Public clients identify themselves by ``client_id`` alone (RFC 6749 §3.2.1)."""
+        client = self._load_application(client_id, request)
+        return client is not None and not client.is_confidential
+
+    def validate_client_id(self, client_id: str, request: Any, *args: Any, **kwargs: Any) -> bool:
+        return self._load_application(client_id, request) is not None
+
+    def validate_grant_type(self, client_id: str, grant_type: str, client: Any, request: Any,
+                            *args: Any, **kwargs: Any) -> bool:
+        allowed = GRANT_TYPES_CONFIDENTIAL if client.is_confidential else GRANT_TYPES_ALL
+        return grant_type in allowed
+
+    def validate_response_type(self, client_id: str, response_type: str, client: Any, request: Any,
+                               *args: Any, **kwargs: Any) -> bool:
+        if response_type != "code":
+            raise errors.UnsupportedResponseTypeError(request=request)
+        return True
+
+    # --- redirect URIs, scopes, PKCE ------------------------------------------------------
+
+    def validate_redirect_uri(self, client_id: str, redirect_uri: str, request: Any,
+                              *args: Any, **kwargs: Any) -> bool:
+        return request.client.redirect_uri_allowed(redirect_uri)
+
+    def get_default_redirect_uri(self, client_id: str, request: Any, *args: Any, **kwargs: Any) -> str | None:
+        login = getattr(request, "login", None)
+        if login is not None:  # token request without redirect_uri: see confirm_redirect_uri
+            return login.redirect_uri or "urn:medplum:no-redirect-uri"
+        uris = request.client.redirect_uri_list
+        return uris[0] if len(uris) == 1 else None
+
+    def validate_scopes(self, client_id: str, scopes: list[str], client: Any, request: Any,
+                        *args: Any, **kwargs: Any) -> bool:
+        return all(scope_utils.is_supported(s) for s in scopes)
+
+    def get_default_scopes(self, client_id: str, request: Any, *args: Any, **kwargs: Any) -> list[str]:
+        return ["openid"]
+
+    def is_pkce_required(self, client_id: str, request: Any) -> bool:
+        client = self._load_application(client_id, request) if client_id else request.client
+        return not (client and client.pkce_optional)
+
+    # --- authorization codes ----------------------------------------------------------------
+
+    def save_authorization_code(self, client_id: str, code: dict[str, str], request: Any,
+                                *args: Any, **kwargs: Any) -> None:
+        """Create the :class:`Login` for this authorization; only the code's digest is stored."""
+        request.login, _code = logins.create_login(
+            user=request.user,
+            client=request.client,
+            membership=request.membership,
+            scope=" ".join(request.scopes),
+            auth_time=request.auth_time,
+            nonce=request.nonce or "",
+            redirect_uri="" if getattr(request, "using_default_redirect_uri", False) else request.redirect_uri,
+            code_challenge=request.code_challenge or "",
+            code_challenge_method=(request.code_challenge_method or "") if request.code_challenge else "",
+            remote_addr=getattr(request, "remote_addr", None),
+            user_agent=getattr(request, "user_agent", "") or "",
+            code=code["code"],
+        )
+
+    def _login_for_code(self, code: str, lock: bool = False) -> Login | None:
+        if not code or not isinstance(code, str):
+            return None
+        queryset = Login.objects.select_related("client", "project", "membership", "user")
+        if lock:
+            queryset = queryset.select_for_update(of=("self",))
+        return queryset.filter(code_digest=token_digest(code)).first()
+
+    def get_authorization_code_scopes(self, client_id: str, code: str, redirect_uri: str, request: Any) -> list[str]:
+        login = self._login_for_code(code)
+        return scope_utils.split(login.scope) if login else []
+
+    def validate_code(self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any) -> bool:
+        """RFC 6749 §4.1.3 and §10.5: bound to the client, unexpired, single use.
+
+        A second redemption revokes the login, and with it the tokens of the first (§4.1.2).
+        """
+        login = self._login_for_code(code, lock=True)
+        if login is None or login.client_id != client.pk:
+            raise errors.InvalidGrantError(description="Invalid code", request=request)
+        if login.code_redeemed_at is not None:
+            revoke_login(login, "authorization_code_replay")
+            raise errors.InvalidGrantError(description="Token already granted", request=request)
+        if login.revoked_at is not None:
+            raise errors.InvalidGrantError(description="Token revoked", request=request)
+        if login.code_expires_at is None or login.code_expires_at <= timezone.now():
+            raise errors.InvalidGrantError(description="Code expired", request=request)
+        if login.membership_id and not login.membership.active:
+            raise errors.InvalidGrantError(description="Profile not active", request=request)
+        request.login = login
+        request.user = login.user
+        request.scopes = scope_utils.split(login.scope)
+        request.claims = None
+        return True
+
+    def get_code_challenge(self, code: str, request: Any) -> str | None:
+        return request.login.code_challenge or None
+
+    def get_code_challenge_method(self, code: str, request: Any) -> str | None:
+        return request.login.code_challenge_method or None
+
+    def confirm_redirect_uri(self, client_id: str, code: str, redirect_uri: str, client: Any, request: Any,
+                             *args: Any, **kwargs: Any) -> bool:
+        """RFC 6749 §4.1.3: identical to the authorization request's ``redirect_uri``.
+
+        Omitting it (or sending it empty, as ``@medplum/core`` does in Node) is accepted only
+        when the code is PKCE-bound or the authorization request omitted it too (OAuth 2.1 §4.1.3).
+        """
+        login: Login = request.login
+        if getattr(request, "using_default_redirect_uri", False) or not redirect_uri:
+            return bool(login.code_challenge) or not login.redirect_uri
+        if login.redirect_uri:
+            return redirect_uri == login.redirect_uri
+        return client.redirect_uri_allowed(redirect_uri)
+
+    def invalidate_authorization_code(self, client_id: str, code: str, request: Any,
+                                      *args: Any, **kwargs: Any) -> None:
+        Login.objects.filter(pk=request.login.pk).update(code_redeemed_at=timezone.now())
+
+    def get_authorization_code_nonce(self, client_id: str, code: str, redirect_uri: str, request: Any) -> str | None:
+        return request.login.nonce or None
+
+    # --- tokens ----------------------------------------------------------------------------
+
+    def access_token_lifetime(self, request: Any) -> int:
+        client = request.client
+        return int(client.access_token_lifetime or auth_settings.ACCESS_TOKEN_LIFETIME)
+
+    def _ensure_login(self, request: Any) -> Login:
+        """client_credentials has no prior authorization: its login is made when tokens are."""
+        login = getattr(request, "login", None)
+        if login is None:
+            client = request.client
+            login = Login.objects.create(
+                client=client, project=client.project, auth_method=Login.Method.CLIENT,
+                auth_time=timezone.now(), scope=" ".join(request.scopes or []),
+            )
+            request.login = login
+        return login
+
+    def generate_access_token(self, request: Any) -> str:
+        login = self._ensure_login(request)
+        client = request.client
+        subject = str(login.user_id) if login.user_id else client.client_id
+        return tokens.issue_access_token(
+            subject=subject, client_id=client.client_id, login_id=str(login.pk),
+            scope=" ".join(request.scopes or []), profile=login.profile,
+            lifetime=self.access_token_lifetime(request),
+        )
+
+    def save_bearer_token(self, token: dict[str, Any], request: Any, *args: Any, **kwargs: Any) -> None:
+        """Record the issue on the login and add Medplum's response fields (project, profile)."""
+        login = self._ensure_login(request)
+        client = request.client
+        now = timezone.now()
+        fields: dict[str, Any] = {}
+        scopes = scope_utils.split(token.get("scope", login.scope))
+        refresh = token.get("refresh_token")
+        offline = login.user_id and (scope_utils.wants_refresh_token(scopes) or client.always_issue_refresh_token)
+        if refresh and offline and refresh != getattr(request, "refresh_token", None):
+            lifetime = int(client.refresh_token_lifetime or auth_settings.REFRESH_TOKEN_LIFETIME)
+            fields.update(previous_refresh_digest=login.refresh_digest, refresh_digest=token_digest(refresh),
+                          refresh_rotated_at=now, refresh_expires_at=now + timedelta(seconds=lifetime))
+        else:
+            token.pop("refresh_token", None)
+        if login.granted_at is None:
+            fields["granted_at"] = now
+        if getattr(request, "grant_type", None) == "refresh_token":
+            fields["last_refreshed_at"] = now
+        if fields:
+            for name, value in fields.items():
+                setattr(login, name, value)
+            Login.objects.filter(pk=login.pk).update(**fields)
+        token["scope"] = " ".join(scopes)
+        token["project"] = {"reference": login.project.reference, "display": login.project.name}
+        profile = login.profile
+        if profile:
+            token["profile"] = {"reference": profile}
+            if login.membership_id:
+                token["profile"]["display"] = login.membership.profile_display
+        if login.membership_id and login.membership.profile_type == "Patient":
+            token["patient"] = login.membership.profile_id
+            token["need_patient_banner"] = True
+        log.info("tokens issued login=%s client=%s grant=%s", login.pk, client.client_id,
+                 getattr(request, "grant_type", None))
+
+    # --- refresh tokens --------------------------------------------------------------------
+
+    def validate_refresh_token(self, refresh_token: str, client: Any, request: Any, *args: Any, **kwargs: Any) -> bool:
+        """RFC 6749 §6, RFC 9700 §4.14.2: a rotated-out refresh token revokes its whole family."""
+        def refuse(description: str) -> bool:
+            raise errors.InvalidGrantError(description=description, request=request)
+
+        if not refresh_token or not isinstance(refresh_token, str) or len(refresh_token) > 512:
+            return refuse("Invalid refresh token")
+        digest = token_digest(refresh_token)
+        queryset = Login.objects.select_related("client", "project", "membership", "user")
+        login = queryset.select_for_update(of=("self",)).filter(refresh_digest=digest).first()
+        if login is None:
+            replayed = Login.objects.filter(previous_refresh_digest=digest).first()
+            if replayed is not None:
+                revoke_login(replayed, "refresh_token_reuse")
+                return refuse("Token revoked")
+            return refuse("Invalid refresh token")
+        if login.client_id != client.pk:
+            return refuse("Invalid refresh token")
+        if login.revoked_at is not None:
+            return refuse("Token revoked")
+        if login.refresh_expires_at is None or login.refresh_expires_at <= timezone.now():
+            return refuse("Refresh token expired")
+        if login.membership_id and not login.membership.active:
+            return refuse("Profile not active")
+        if login.user_id and not login.user.is_active:
+            return refuse("User not active")
+        request.login = login
+        request.user = login.user
+        request.refresh_token = refresh_token
+        return True
+
+    def get_original_scopes(self, refresh_token: str, request: Any, *args: Any, **kwargs: Any) -> list[str]:
+        return scope_utils.split(request.login.scope)
+
+    def rotate_refresh_token(self, request: Any) -> bool:
+        return True
+
+    # --- ID tokens (OpenID Connect Core §2, §3.1.3.6) --------------------------------------
+
+    def get_id_token(self, token: dict[str, Any], token_handler: Any, request: Any) -> None:
+        return None  # let oauthlib add aud, iat, nonce and at_hash; finalize_id_token signs
+
+    def finalize_id_token(self, id_token: dict[str, Any], token: dict[str, Any], token_handler: Any,
+                          request: Any) -> str:
+        login: Login = request.login
+        now = int(time.time())
+        claims = dict(id_token)
+        claims.update(
+            iss=auth_settings.ISSUER,
+            sub=str(login.user_id) if login.user_id else request.client.client_id,
+            aud=request.client.client_id,
+            iat=now,
+            exp=now + int(auth_settings.ID_TOKEN_LIFETIME),
+            auth_time=int(login.auth_time.timestamp()),
+            login_id=str(login.pk),
+        )
+        profile = login.profile
+        if profile:
+            claims["fhirUser"] = f"{auth_settings.fhir_base_url}/{profile}"
+        if not claims.get("nonce") and login.nonce and getattr(request, "grant_type", None) != "refresh_token":
+            claims["nonce"] = login.nonce
+        if login.user_id:
+            claims.update(self.user_claims(login, scope_utils.split(login.scope)))
+        return tokens.sign(claims, tokens.ID_TOKEN_TYPE)
+
+    @staticmethod
+    def user_claims(login: Login, scopes: list[str]) -> dict[str, Any]:
+        """Standard claims by scope (OIDC Core §5.4), shared by ID tokens and userinfo."""
+        user = login.user
+        claims: dict[str, Any] = {}
+        if "profile" in scopes:
+            claims.update(name=user.get_full_name() or user.get_username(),
+                          given_name=user.first_name, family_name=user.last_name,
+                          preferred_username=user.get_username())
+            if login.membership_id:
+                claims["profile"] = login.membership.profile
+        if "email" in scopes and user.email:
+            claims.update(email=user.email, email_verified=False)
+        if "fhirUser" in scopes and login.membership_id:
+            claims["fhirUser"] = f"{auth_settings.fhir_base_url}/{login.membership.profile}"
+        return claims
+
+    def validate_silent_login(self, request: Any) -> bool:
+        return True  # prompt=none is decided by medplum_auth.authorization, which knows the session
+
+    def validate_silent_authorization(self, request: Any) -> bool:
+        return True
+
+    def validate_user_match(self, id_token_hint: str, scopes: list[str], claims: Any, request: Any) -> bool:
+        return True  # id_token_hint is checked against the session by medplum_auth.authorization
+
+    def is_origin_allowed(self, client_id: str, origin: str, request: Any, *args: Any, **kwargs: Any) -> bool:
+        client = request.client
+        return bool(client and origin in client.allowed_origins.split())
+

@@ -1,0 +1,197 @@
+"""Medplum's JSON login API (``/auth/login``, ``/auth/profile``, ``/auth/me``), for embedded
+login in custom UIs and for ``@medplum/core``. Errors are 400 FHIR OperationOutcomes."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import login as django_login
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters
+
+from .. import authorization, bearer, logins, policies
+from ..models import ClientApplication, Login, ProjectMembership
+from ..scopes import is_supported, split
+from ..signin import authenticate_email
+from .userinfo import bearer_challenge
+
+PROFILE_SELECTION_SECONDS = 600
+
+
+def outcome(text: str, status: int = 400, code: str = "invalid", expression: str | None = None) -> JsonResponse:
+    issue: dict[str, Any] = {"severity": "error", "code": code, "details": {"text": text}}
+    if expression:
+        issue["expression"] = [expression]
+    response = JsonResponse({"resourceType": "OperationOutcome", "issue": [issue]}, status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any] | None:
+    """JSON only: a cross-site form cannot send it without a CORS preflight (no login CSRF)."""
+    if request.content_type != "application/json":
+        return None
+    try:
+        data = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _membership_summary(m: ProjectMembership) -> dict[str, Any]:
+    return {
+        "id": str(m.pk),
+        "project": {"reference": m.project.reference, "display": m.project.name},
+        "profile": {"reference": m.profile, "display": m.profile_display},
+    }
+
+
+@method_decorator([csrf_exempt, sensitive_post_parameters("password")], name="dispatch")
+class LoginView(View):
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        data = _json_body(request)
+        if data is None:
+            return outcome("Request body must be a JSON object (Content-Type: application/json).")
+        email, password = data.get("email"), data.get("password")
+        if not isinstance(email, str) or not email:
+            return outcome("Missing email", expression="email")
+        if not isinstance(password, str) or not password:
+            return outcome("Missing password", expression="password")
+        client = ClientApplication.objects.select_related("project").filter(
+            client_id=str(data.get("clientId") or "")).first()
+        if client is None or not client.is_active:
+            return outcome("Invalid clientId" if data.get("clientId") else "Missing clientId", expression="clientId")
+        if data.get("projectId") and str(data["projectId"]) != str(client.project_id):
+            return outcome("Invalid projectId", expression="projectId")
+        origin = request.META.get("HTTP_ORIGIN")
+        if origin and client.allowed_origins and origin not in client.allowed_origins.split():
+            return outcome("Invalid origin")
+        scope = data.get("scope") or "openid"
+        if not isinstance(scope, str) or not all(is_supported(s) for s in split(scope)):
+            return outcome("Invalid scope", expression="scope")
+        challenge, method = data.get("codeChallenge") or "", data.get("codeChallengeMethod") or ""
+        if not client.pkce_optional or challenge or method:
+            if not challenge:
+                return outcome("Missing codeChallenge", expression="codeChallenge")
+            if method != "S256":
+                return outcome("Invalid codeChallengeMethod: only S256 is supported", expression="codeChallengeMethod")
+        user, error = authenticate_email(email, password, request.META.get("REMOTE_ADDR"))
+        if user is None:
+            return outcome(error or "Email or password is invalid")
+        memberships = authorization.memberships_for(user, client)
+        resource_type = data.get("resourceType")
+        if resource_type:
+            memberships = [m for m in memberships if m.profile_type == resource_type]
+        if not memberships:
+            return outcome("User not found")
+
+        # Establish the browser session too, so /oauth2/authorize?prompt=none succeeds later.
+        django_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        request.session[authorization.AUTH_TIME_KEY] = time.time()
+        login, code = logins.create_login(
+            user=user, client=client, membership=memberships[0] if len(memberships) == 1 else None,
+            scope=" ".join(split(scope)), auth_time=timezone.now(), nonce=str(data.get("nonce") or ""),
+            code_challenge=challenge, code_challenge_method=method if challenge else "",
+            remote_addr=request.META.get("REMOTE_ADDR"), user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        )
+        if code is not None:
+            return JsonResponse({"login": str(login.pk), "code": code})
+        return JsonResponse({"login": str(login.pk), "memberships": [_membership_summary(m) for m in memberships]})
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class ProfileView(View):
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        data = _json_body(request)
+        if data is None:
+            return outcome("Request body must be a JSON object (Content-Type: application/json).")
+        with transaction.atomic():
+            login = (Login.objects.select_for_update().select_related("client", "project")
+                     .filter(pk=_uuid_or_none(data.get("login"))).first())
+            fresh = login and login.created > timezone.now() - timedelta(seconds=PROFILE_SELECTION_SECONDS)
+            if not login or not fresh or login.revoked_at or login.granted_at or login.membership_id:
+                return outcome("Invalid login", expression="login")
+            membership = ProjectMembership.objects.select_related("project").filter(
+                pk=_uuid_or_none(data.get("profile")), user=login.user_id, project=login.project_id, active=True,
+            ).first()
+            if membership is None:
+                return outcome("Invalid profile", expression="profile")
+            code = logins.issue_code(login, membership)
+        return JsonResponse({"login": str(login.pk), "code": code})
+
+
+def _uuid_or_none(value: Any) -> str | None:
+    import uuid
+
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        return None
+
+
+def profile_resource(membership: ProjectMembership) -> dict[str, Any]:
+    """The profile resource as ``/auth/me`` returns it (name and email from the user)."""
+    user = membership.user
+    resource: dict[str, Any] = {"resourceType": membership.profile_type, "id": membership.profile_id}
+    if user.first_name or user.last_name:
+        resource["name"] = [{"given": [user.first_name] if user.first_name else [], "family": user.last_name}]
+    if user.email:
+        resource["telecom"] = [{"system": "email", "value": user.email}]
+    return resource
+
+
+class MeView(View):
+    """``GET /auth/me`` (Medplum ``SessionDetails``): what ``@medplum/core`` loads after sign-in."""
+
+    http_method_names = ["get", "options"]
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        token = bearer.token_from_request(request)
+        if not token:
+            return bearer_challenge("invalid_request", "Missing access token.")
+        try:
+            context = bearer.authenticate(token)
+        except bearer.BearerError as exc:
+            return bearer_challenge(exc.error, exc.description)
+        login = context.login
+        membership = login.membership
+        project = login.project
+        body: dict[str, Any] = {
+            "project": {"resourceType": "Project", "id": str(project.pk), "name": project.name,
+                        "description": project.description, "superAdmin": False, "strictMode": True},
+            "config": {"resourceType": "UserConfiguration", "menu": []},
+        }
+        if login.user_id:
+            body["user"] = {"resourceType": "User", "id": str(login.user_id), "email": login.user.email}
+        if membership is not None:
+            body["membership"] = {
+                "resourceType": "ProjectMembership", "id": str(membership.pk),
+                "user": {"reference": f"User/{login.user_id}"},
+                "profile": {"reference": membership.profile, "display": membership.profile_display},
+                "admin": membership.admin,
+            }
+            body["profile"] = profile_resource(membership)
+            body["accessPolicy"] = effective_policy(membership)
+        response = JsonResponse(body)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+def effective_policy(membership: ProjectMembership) -> dict[str, Any]:
+    """The membership's policy with its parameters substituted; no policy means full access."""
+    policy = membership.access_policy
+    rules = policies.substitute_parameters(policy.resources, membership.policy_parameters()) if policy \
+        else [{"resourceType": "*"}]
+    return {"resourceType": "AccessPolicy", "resource": rules}

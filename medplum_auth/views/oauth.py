@@ -1,0 +1,117 @@
+"""``/oauth2/authorize`` and ``/oauth2/token``: thin adapters to oauthlib and the flow module."""
+
+from __future__ import annotations
+
+import json
+
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from .. import authorization
+from ..server import get_server
+from .decorators import auth_page
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+def _single_values(query: object) -> dict[str, str]:
+    return {key: values[-1] for key, values in query.lists()}  # type: ignore[attr-defined]
+
+
+@method_decorator(csrf_exempt, name="dispatch")  # a POST authorization request comes from another site
+@method_decorator(auth_page, name="dispatch")
+class AuthorizeView(View):
+    """RFC 6749 §4.1.1 / OIDC Core §3.1.2.1: GET and POST authorization requests work alike."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        if _has_duplicates(request.GET):
+            return authorization.error_page(request, "Invalid request", "Duplicate parameters.")
+        return authorization.start(request, _single_values(request.GET))
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        if _has_duplicates(request.POST):
+            return authorization.error_page(request, "Invalid request", "Duplicate parameters.")
+        params = _single_values(request.POST)
+        params.pop("csrfmiddlewaretoken", None)
+        return authorization.start(request, params)
+
+
+def _has_duplicates(query: object) -> bool:
+    return any(len(values) > 1 for _key, values in query.lists())  # type: ignore[attr-defined]
+
+
+@method_decorator(auth_page, name="dispatch")
+class ResumeView(View):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return authorization.resume(request, request.GET.get("rid", ""))
+
+
+DEFAULT_DESCRIPTIONS = {
+    "invalid_client": "Client authentication failed.",
+    "invalid_grant": "The grant is invalid, expired, revoked or was issued to another client.",
+    "invalid_request": "The request is missing a parameter or is malformed.",
+    "invalid_scope": "The requested scope is invalid or exceeds the scope granted.",
+    "unauthorized_client": "This client may not use this grant type.",
+    "unsupported_grant_type": "Unsupported grant_type.",
+    "unsupported_response_type": "Unsupported response_type: only code is supported.",
+    "access_denied": "The request was denied.",
+}
+
+
+def _with_description(body: str, status: int) -> str:
+    """oauthlib leaves many ``error_description`` values empty; RFC 6749 §5.2 clients show them."""
+    if status < 400:
+        return body
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict) and data.get("error") and not data.get("error_description"):
+        data["error_description"] = DEFAULT_DESCRIPTIONS.get(data["error"], data["error"])
+        return json.dumps(data)
+    return body
+
+
+def oauth_error(error: str, description: str, status: int = 400) -> JsonResponse:
+    response = JsonResponse({"error": error, "error_description": description}, status=status)
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class TokenView(View):
+    """RFC 6749 §3.2, §5: form-encoded POST only; errors per §5.2; ``Cache-Control: no-store``."""
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if content_type != FORM_CONTENT_TYPE:
+            return oauth_error("invalid_request", "Unsupported content type: use application/x-www-form-urlencoded.")
+        try:
+            body = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return oauth_error("invalid_request", "The request body is not valid UTF-8.")
+        if not request.POST.get("grant_type"):
+            return oauth_error("invalid_request", "Missing grant_type.")
+        headers = {"Content-Type": FORM_CONTENT_TYPE}
+        for meta, name in (("HTTP_AUTHORIZATION", "Authorization"), ("HTTP_ORIGIN", "Origin")):
+            if meta in request.META:
+                headers[name] = request.META[meta]
+        with transaction.atomic():
+            out_headers, out_body, status = get_server().create_token_response(
+                request.build_absolute_uri(request.path), "POST", body, headers)
+        response = HttpResponse(_with_description(out_body, status), status=status, content_type="application/json")
+        for name, value in out_headers.items():
+            if name.lower() not in {"content-type", "www-authenticate"}:
+                response[name] = value
+        response["Cache-Control"] = "no-store"
+        response["Pragma"] = "no-cache"
+        if status == 401:
+            # RFC 6749 §5.2: the scheme the client used (Basic), not oauthlib's "Bearer".
+            response["WWW-Authenticate"] = 'Basic realm="oauth2", error="invalid_client"'
+        return response

@@ -1,0 +1,170 @@
+"""Logout (Medplum's Bearer logout and OIDC RP-Initiated Logout 1.0), introspection, revocation."""
+
+from __future__ import annotations
+
+from django.contrib.auth import logout as django_logout
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+
+from .. import bearer, tokens
+from ..authorization import add_params, error_page
+from ..clientauth import authenticate_client
+from ..models import ClientApplication, Login
+from ..oauth2_validators import revoke_login, token_digest
+from .decorators import auth_page
+from .oauth import oauth_error
+from .userinfo import bearer_challenge
+
+
+def operation_outcome_ok() -> JsonResponse:
+    return JsonResponse({"resourceType": "OperationOutcome", "id": "ok",
+                         "issue": [{"severity": "information", "code": "informational",
+                                    "details": {"text": "All OK"}}]})
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class LogoutView(View):
+    """``/oauth2/logout``.
+
+    With ``Authorization: Bearer`` (Medplum, ``@medplum/core`` ``signOut``): revoke the login and
+    answer 200 OperationOutcome. Otherwise OIDC RP-Initiated Logout: ``id_token_hint``,
+    ``post_logout_redirect_uri`` (registered per client, exact match), ``state``.
+    """
+
+    http_method_names = ["get", "post", "options"]
+
+    def dispatch(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        if "HTTP_AUTHORIZATION" in request.META:
+            return self.bearer_logout(request)
+        # A valid id_token_hint proves the RP sent the request; without one, the POST is our own
+        # confirmation form and must carry our CSRF token.
+        hinted = bool((request.POST if request.method == "POST" else request.GET).get("id_token_hint"))
+        return auth_page(self.rp_logout if hinted else csrf_protect(self.rp_logout))(request)
+
+    def bearer_logout(self, request: HttpRequest) -> HttpResponse:
+        token = bearer.token_from_request(request)
+        if not token:
+            return bearer_challenge("invalid_request", "Missing access token.")
+        try:
+            context = bearer.authenticate(token)
+        except bearer.BearerError as exc:
+            return bearer_challenge(exc.error, exc.description)
+        revoke_login(context.login, "logout")
+        if request.user.is_authenticated and request.user.pk == context.login.user_id:
+            django_logout(request)
+        return operation_outcome_ok()
+
+    def rp_logout(self, request: HttpRequest) -> HttpResponse:
+        params = request.POST if request.method == "POST" else request.GET
+        hint, redirect_uri = params.get("id_token_hint", ""), params.get("post_logout_redirect_uri", "")
+        claims: dict[str, object] | None = None
+        if hint:
+            try:
+                claims = tokens.decode(hint, tokens.ID_TOKEN_TYPE, verify_exp=False)
+            except tokens.InvalidToken:
+                return error_page(request, "Invalid logout request", "The id_token_hint is not valid.")
+        client_id = params.get("client_id") or (claims or {}).get("aud")
+        client = ClientApplication.objects.filter(client_id=client_id).first() if client_id else None
+        if claims is not None and client_id and client is not None and claims.get("aud") != client.client_id:
+            return error_page(request, "Invalid logout request", "The id_token_hint was not issued to this client.")
+        if redirect_uri and (client is None or redirect_uri not in client.post_logout_redirect_uris.split()):
+            return error_page(request, "Invalid logout request",
+                              "post_logout_redirect_uri is not registered for this client.")
+        # Without a valid hint, logging out could be forced by any site: ask first (OIDC RP-Initiated §2).
+        if claims is None and request.method != "POST":
+            return render(request, "medplum_auth/logout.html", {
+                "client": client, "post_logout_redirect_uri": redirect_uri, "state": params.get("state", ""),
+                "client_id": client_id or ""})
+        if claims is not None and request.user.is_authenticated and str(claims.get("sub")) != str(request.user.pk):
+            claims = None  # a hint for someone else: end our session, revoke nothing of theirs
+        if claims is not None and isinstance(claims.get("login_id"), str):
+            login = Login.objects.filter(pk=claims["login_id"]).first()
+            if login is not None:
+                revoke_login(login, "rp_logout")
+        django_logout(request)
+        if redirect_uri:
+            return HttpResponseRedirect(add_params(redirect_uri, {"state": params.get("state") or None}))
+        return render(request, "medplum_auth/logged_out.html")
+
+
+def _login_for_token(token: str) -> tuple[Login | None, dict[str, object] | None]:
+    """The login behind an access token (JWT) or a current refresh token; ``None`` if not ours."""
+    if token.count(".") == 2:
+        try:
+            claims = tokens.verify_access_token(token)
+        except tokens.InvalidToken:
+            return None, None
+        login = Login.objects.select_related("client", "membership", "project").filter(pk=claims["login_id"]).first()
+        return login, claims
+    login = Login.objects.select_related("client", "membership", "project").filter(
+        refresh_digest=token_digest(token)).first()
+    return login, None
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class IntrospectView(View):
+    """RFC 7662: the caller authenticates as a confidential client of the token's project."""
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        caller, used_basic = authenticate_client(request, allow_public=False)
+        if caller is None:
+            response = oauth_error("invalid_client", "Client authentication failed.", status=401)
+            response["WWW-Authenticate"] = 'Basic realm="oauth2"'
+            return response
+        token = request.POST.get("token", "")
+        if not token:
+            return oauth_error("invalid_request", "Missing token.")
+        login, claims = _login_for_token(token)
+        inactive = JsonResponse({"active": False})
+        inactive["Cache-Control"] = "no-store"
+        if login is None or login.revoked_at is not None or login.project_id != caller.project_id:
+            return inactive
+        if login.membership_id and not login.membership.active:
+            return inactive
+        body: dict[str, object] = {
+            "active": True,
+            "client_id": login.client.client_id,
+            "scope": (claims or {}).get("scope", login.scope),
+            "iss": tokens.auth_settings.ISSUER,
+            "sub": str(login.user_id) if login.user_id else login.client.client_id,
+            "token_type": "Bearer" if claims else "refresh_token",
+        }
+        if claims:
+            body.update(exp=claims["exp"], iat=claims["iat"])
+        elif login.refresh_expires_at:
+            body["exp"] = int(login.refresh_expires_at.timestamp())
+        if login.profile:
+            body["fhirUser"] = f"{tokens.auth_settings.fhir_base_url}/{login.profile}"
+        if login.membership_id and login.membership.profile_type == "Patient":
+            body["patient"] = login.membership.profile_id
+        response = JsonResponse(body)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class RevokeView(View):
+    """RFC 7009: a client revokes its own tokens; the whole login (token family) goes with them."""
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        client, used_basic = authenticate_client(request, allow_public=True)
+        if client is None:
+            response = oauth_error("invalid_client", "Client authentication failed.", status=401)
+            response["WWW-Authenticate"] = 'Basic realm="oauth2"'
+            return response
+        token = request.POST.get("token", "")
+        if not token:
+            return oauth_error("invalid_request", "Missing token.")
+        login, _claims = _login_for_token(token)
+        if login is not None and login.client_id == client.pk:
+            revoke_login(login, "revocation_endpoint")
+        response = HttpResponse(status=200)
+        response["Cache-Control"] = "no-store"
+        return response

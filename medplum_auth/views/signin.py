@@ -1,0 +1,106 @@
+"""Server-rendered sign-in, profile chooser and consent pages of the code flow."""
+
+from __future__ import annotations
+
+import time
+
+from django.contrib.auth import login as django_login
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.debug import sensitive_post_parameters
+
+from .. import authorization
+from ..signin import authenticate_email
+from .decorators import auth_page
+
+
+def _resume_url(rid: str) -> str:
+    return f"{reverse('medplum_auth:authorize-resume')}?rid={rid}"
+
+
+class _PendingMixin:
+    """Loads the parked authorization request named by ``rid``."""
+
+    def dispatch(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        self.rid = request.GET.get("rid") or request.POST.get("rid") or ""
+        self.pending = authorization.load(request, self.rid)
+        if self.pending is None:
+            return authorization.expired_page(request)
+        self.client = authorization.client_for(self.pending)
+        if self.client is None:
+            return authorization.error_page(request, "Invalid request", "Client not found.")
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+    def context(self, **extra: object) -> dict[str, object]:
+        return {"rid": self.rid, "client": self.client, **extra}
+
+
+@method_decorator([auth_page, csrf_protect, sensitive_post_parameters("password")], name="dispatch")
+class SignInView(_PendingMixin, View):
+    template_name = "medplum_auth/signin.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        email = self.pending["params"].get("login_hint", "")
+        return render(request, self.template_name, self.context(email=email))
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        email = request.POST.get("email", "")
+        user, error = authenticate_email(email, request.POST.get("password", ""), request.META.get("REMOTE_ADDR"))
+        if user is None:
+            return render(request, self.template_name, self.context(email=email, error=error), status=400)
+        django_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        request.session[authorization.AUTH_TIME_KEY] = time.time()
+        return HttpResponseRedirect(_resume_url(self.rid))
+
+
+@method_decorator([auth_page, csrf_protect], name="dispatch")
+class ProfileView(_PendingMixin, View):
+    template_name = "medplum_auth/profile.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return HttpResponseRedirect(_resume_url(self.rid))
+        memberships = authorization.memberships_for(request.user, self.client)
+        return render(request, self.template_name, self.context(memberships=memberships))
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return HttpResponseRedirect(_resume_url(self.rid))
+        memberships = authorization.memberships_for(request.user, self.client)
+        chosen = request.POST.get("membership", "")
+        if not any(str(m.pk) == chosen for m in memberships):
+            return render(request, self.template_name,
+                          self.context(memberships=memberships, error="Choose one of your profiles."), status=400)
+        self.pending["membership"] = chosen
+        authorization.save(request, self.rid, self.pending)
+        return HttpResponseRedirect(_resume_url(self.rid))
+
+
+@method_decorator([auth_page, csrf_protect], name="dispatch")
+class ConsentView(_PendingMixin, View):
+    template_name = "medplum_auth/consent.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return HttpResponseRedirect(_resume_url(self.rid))
+        rows = authorization.scope_rows(self.pending["scopes"])
+        return render(request, self.template_name, self.context(rows=rows))
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return HttpResponseRedirect(_resume_url(self.rid))
+        params = self.pending["params"]
+        if request.POST.get("action") != "allow":
+            authorization.discard(request, self.rid)
+            return authorization.error_redirect(self.pending["redirect_uri"], "access_denied",
+                                                "The user denied the request.", params.get("state"))
+        chosen = set(request.POST.getlist("scope"))
+        granted = [s for s in self.pending["scopes"] if s in chosen or s == "openid"]
+        authorization.record_consent(request.user, self.client, granted)
+        self.pending["granted"] = granted
+        authorization.save(request, self.rid, self.pending)
+        return HttpResponseRedirect(_resume_url(self.rid))
