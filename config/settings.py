@@ -110,7 +110,9 @@ STORAGES = {
 
 # Security headers and cookies. HTTPS-only settings turn on when the issuer is https.
 SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = "no-referrer"
+# same-origin, not no-referrer: under no-referrer browsers send "Origin: null" with same-origin form
+# POSTs and Django's CSRF check refuses them (the admin login and our sign-in pages).
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
@@ -150,6 +152,8 @@ if os.environ.get("MEDPLUM_CLIENT_SECRET_DIGEST_KEY"):
     MEDPLUM_AUTH["CLIENT_SECRET_DIGEST_KEY"] = os.environ["MEDPLUM_CLIENT_SECRET_DIGEST_KEY"]
 
 CORS_ALLOWED_ORIGINS: list[str] = env_list("CORS_ALLOWED_ORIGINS")
+# RFC 9700 §2.6: CORS MUST NOT be supported at the authorization endpoint (nor our sign-in pages).
+CORS_URLS_REGEX = r"^/(?!oauth2/(?:authorize|signin|profile|consent)(?:/|$)).*$"
 
 LOGGING = {
     "version": 1,

@@ -2,32 +2,36 @@
 
 Every write goes through :mod:`medplum_auth.services`, via the forms of :mod:`medplum_auth.forms`
 or directly from an action; a ``ValidationError`` from a service is shown on the form or as a
-message, and nothing is saved. Client secrets are shown once, on a page sent with
-``Cache-Control: no-store``, and never again: change pages show neither a secret nor its digest,
-and signing keys never show their (encrypted) private key.
+message, and nothing is saved. Client secrets are shown once (Post/Redirect/Get: the creating or
+rotating POST answers 303, and one GET shows the secret with ``Cache-Control: no-store``) and
+never again: change pages show neither a secret nor its digest, and signing keys never show
+their (encrypted) private key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import logging
+import time
 from typing import Any
 
 # DOT's admin module registers DOT's ApplicationAdmin for our swapped model, which would show
 # the secret field. Importing it here forces its registrations before we replace that one,
 # whatever the order of INSTALLED_APPS.
 import oauth2_provider.admin  # noqa: F401
+from cryptography.fernet import Fernet, InvalidToken
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.exceptions import DisallowedModelAdminToField
 from django.contrib.admin.options import IS_POPUP_VAR, TO_FIELD_VAR
+from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.cache import add_never_cache_headers
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
@@ -56,9 +60,22 @@ from .models import (
     SigningKey,
 )
 
-logger = logging.getLogger("medplum_auth.audit")
-
 SECRET_TEMPLATE = "admin/medplum_auth/clientapplication/secret.html"
+SECRET_SESSION_PREFIX = "medplum_auth.client_secret."
+#: How long a new secret waits in the session for its one GET.
+SECRET_DISPLAY_SECONDS = 300
+
+
+class HttpResponseSeeOther(HttpResponseRedirect):
+    """303: the browser follows with a GET, so reloading the next page never re-sends the POST."""
+
+    status_code = 303
+
+
+def _secret_session_key(token: str) -> str:
+    # The session holds a hash of the URL token, never the token: the token is the key that
+    # decrypts the stored secret, so neither the session store nor the URL alone reveals it.
+    return SECRET_SESSION_PREFIX + hashlib.sha256(token.encode()).hexdigest()
 
 
 def _error_text(exc: ValidationError) -> str:
@@ -335,15 +352,80 @@ class ClientApplicationAdmin(ServiceAdmin):
     def has_retiring_secret(self, obj: ClientApplication) -> str:
         return _("yes") if obj.retiring_secret else _("no")
 
+    def get_urls(self) -> list[URLPattern]:
+        name = f"{self.opts.app_label}_{self.opts.model_name}_secret"
+        return [
+            path("<path:object_id>/secret/<str:token>/", self.admin_site.admin_view(self.secret_view), name=name),
+            *super().get_urls(),
+        ]
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, set[Any], Any]:
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        # Logins and consents are view-only here, but delete_client revokes and removes them
+        # with the client, so they must not block the deletion.
+        owned = {str(Login._meta.verbose_name), str(Consent._meta.verbose_name)}
+        return deleted, counts, {perm for perm in perms_needed if str(perm) not in owned}, protected
+
+    def delete_model(self, request: HttpRequest, obj: ClientApplication) -> None:
+        services.delete_client(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ClientApplication]) -> None:
+        for client in queryset:
+            services.delete_client(client)
+
     def response_service_add(self, request: HttpRequest, obj: Any, form: Any) -> HttpResponse:
         if form.secret is None:
             return super().response_service_add(request, obj, form)
-        return self.render_secret(request, obj, form.secret, title=_("Client created"))
+        return self.redirect_to_secret(request, obj, form.secret)
 
     @sensitive_variables("secret")
-    def render_secret(self, request: HttpRequest, client: ClientApplication, secret: str, *, title: Any,
+    def redirect_to_secret(self, request: HttpRequest, client: ClientApplication, secret: str, *,
+                           rotated: bool = False) -> HttpResponse:
+        """Post/Redirect/Get: keep ``secret`` for exactly one GET of :meth:`secret_view`; answer 303.
+
+        The session gets the secret encrypted under a fresh key that only the redirect URL
+        carries, and expires after :data:`SECRET_DISPLAY_SECONDS`.
+        """
+        token = Fernet.generate_key().decode()
+        session = request.session
+        now = time.time()
+        for key in [k for k in session.keys() if k.startswith(SECRET_SESSION_PREFIX)]:  # noqa: SIM118 (no __iter__)
+            if session[key].get("expires", 0) <= now:
+                del session[key]
+        session[_secret_session_key(token)] = {
+            "client": str(client.pk),
+            "rotated": rotated,
+            "expires": now + SECRET_DISPLAY_SECONDS,
+            "secret": Fernet(token).encrypt(secret.encode()).decode(),
+        }
+        return HttpResponseSeeOther(reverse(f"{self.admin_site.name}:medplum_auth_clientapplication_secret",
+                                            args=[client.pk, token]))
+
+    @sensitive_variables("secret")
+    def secret_view(self, request: HttpRequest, object_id: str, token: str) -> HttpResponse:
+        """Show the secret kept by :meth:`redirect_to_secret` once; a reload shows that it is gone."""
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
+        client = self.get_object(request, unquote(object_id))
+        if client is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, client):
+            raise PermissionDenied
+        entry = request.session.pop(_secret_session_key(token), None) or {}
+        secret = None
+        if entry.get("client") == str(client.pk) and entry.get("expires", 0) > time.time():
+            try:
+                secret = Fernet(token).decrypt(entry["secret"].encode()).decode()
+            except (InvalidToken, KeyError, TypeError, ValueError):
+                secret = None
+        rotated = bool(entry.get("rotated"))
+        title = _("Client secret rotated") if rotated else _("Client created") if entry else _("Client secret")
+        return self.render_secret(request, client, secret, title=title, rotated=rotated)
+
+    @sensitive_variables("secret")
+    def render_secret(self, request: HttpRequest, client: ClientApplication, secret: str | None, *, title: Any,
                       rotated: bool = False) -> HttpResponse:
-        """The one page that ever shows ``secret``; never cached, never stored."""
+        """The one page that ever shows ``secret`` (or, with ``None``, says it was shown); never cached."""
         context = {
             **self.admin_site.each_context(request),
             "title": title,
@@ -373,9 +455,8 @@ class ClientApplicationAdmin(ServiceAdmin):
         except ValidationError as exc:
             self.message_user(request, _error_text(exc), messages.ERROR)
             return None
-        client.refresh_from_db()
         self.log_change(request, client, _("Rotated the client secret; the previous one is retiring."))
-        return self.render_secret(request, client, secret, title=_("Client secret rotated"), rotated=True)
+        return self.redirect_to_secret(request, client, secret, rotated=True)
 
     @admin.action(description=_("Retire old secret (stop accepting the previous secret)"), permissions=["change"])
     def retire_old_secret(self, request: HttpRequest, queryset: QuerySet[ClientApplication]) -> None:
@@ -388,20 +469,18 @@ class ClientApplicationAdmin(ServiceAdmin):
                                             "Retired the old secrets of %d clients.", count) % count)
 
     def _set_status(self, request: HttpRequest, queryset: QuerySet[ClientApplication], status: str) -> int:
-        # services has no status function; a status flip needs no validation beyond the choice.
         count = 0
         for client in queryset.exclude(status=status):
-            client.status = status
-            client.save(update_fields=["status", "updated"])
-            logger.info("client status changed client_id=%s status=%s", client.client_id, status)
+            services.set_client_status(client, status)
             self.log_change(request, client, _("Set status to %s.") % status)
             count += 1
         return count
 
-    @admin.action(description=_("Disable selected clients"), permissions=["change"])
+    @admin.action(description=_("Disable selected clients (revokes their logins)"), permissions=["change"])
     def disable_clients(self, request: HttpRequest, queryset: QuerySet[ClientApplication]) -> None:
         count = self._set_status(request, queryset, ClientApplication.Status.OFF)
-        self.message_user(request, ngettext("Disabled %d client.", "Disabled %d clients.", count) % count)
+        self.message_user(request, ngettext("Disabled %d client and revoked its logins.",
+                                            "Disabled %d clients and revoked their logins.", count) % count)
 
     @admin.action(description=_("Enable selected clients"), permissions=["change"])
     def enable_clients(self, request: HttpRequest, queryset: QuerySet[ClientApplication]) -> None:

@@ -175,7 +175,9 @@ def needs_sign_in(request: HttpRequest, pending: dict[str, Any]) -> bool:
     if "login" in prompt and auth_time < pending["started"]:
         return True
     max_age = params.get("max_age")
-    if max_age is not None and time.time() - auth_time > int(max_age):
+    # A sign-in during this very request satisfies max_age (else max_age=0 would loop, and a
+    # short max_age would expire while the user is on the profile or consent page).
+    if max_age is not None and auth_time < pending["started"] and time.time() - auth_time > int(max_age):
         return True
     hint = params.get("id_token_hint")
     return bool(hint) and _hint_subject(hint) != str(request.user.pk)

@@ -55,6 +55,12 @@ def authenticate(token: str) -> AccessContext:
         raise BearerError("invalid_token", "The access token is invalid or expired.") from exc
     login = (Login.objects.select_related("user", "membership", "project", "client")
              .filter(pk=claims["login_id"]).first())
+    return AccessContext(claims=claims, login=check_login(login))
+
+
+def check_login(login: Login | None) -> Login:
+    """``login`` if its tokens are usable now (not revoked, client and project enabled, profile
+    and user active), else :class:`BearerError`. Shared by the API and introspection."""
     if login is None or login.revoked_at is not None:
         raise BearerError("invalid_token", "The access token has been revoked.")
     if not login.project.active or not login.client.is_active:
@@ -63,4 +69,4 @@ def authenticate(token: str) -> AccessContext:
         raise BearerError("invalid_token", "The profile is not active.")
     if login.user_id and not login.user.is_active:
         raise BearerError("invalid_token", "The user is not active.")
-    return AccessContext(claims=claims, login=login)
+    return login

@@ -1,7 +1,7 @@
 """ModelForms for the identity model, shared by the Django admin and the Project Admin pages.
 
-Each form's ``save()`` is the write path of :mod:`medplum_auth.services` where one exists
-(create a project, a client or a policy, invite a member, update a policy). The forms validate
+Each form's ``save()`` is a write path of :mod:`medplum_auth.services`: it creates or updates a
+project, a client or a policy, invites a member or updates a membership. The forms validate
 everything the services validate — the same validators, the model's ``clean()`` and every unique
 constraint — so after ``is_valid()`` a service call fails only on a race. Callers still catch
 ``ValidationError`` from ``save()`` and hand it to :func:`add_service_error`.
@@ -63,6 +63,11 @@ class ServiceModelForm(forms.ModelForm):
         except ValidationError as exc:
             add_service_error(self, exc)
 
+    def edited_values(self) -> dict[str, Any]:
+        """The form's model fields as ``is_valid()`` set them on the instance, for an ``update_*`` service."""
+        model_fields = {field.name for field in self.instance._meta.get_fields()}
+        return {name: getattr(self.instance, name) for name in self.fields if name in model_fields}
+
     def _limit_policies(self, project: Project | None) -> None:
         """Offer only ``project``'s policies; the model's ``clean()`` enforces it server-side."""
         field = self.fields.get("access_policy")
@@ -102,7 +107,7 @@ class PolicyRulesField(forms.JSONField):
 
 
 class ProjectForm(ServiceModelForm):
-    """Create a project through ``services.create_project``; later edits are plain model updates."""
+    """Create or update a project through ``services.create_project`` / ``update_project``."""
 
     class Meta:
         model = Project
@@ -115,11 +120,14 @@ class ProjectForm(ServiceModelForm):
             self.fields.pop("active", None)
 
     def save(self, commit: bool = True) -> Project:
-        if not commit or not self.instance._state.adding:
-            return super().save(commit=commit)
-        data = self.cleaned_data
-        self.instance = services.create_project(data["name"], description=data.get("description", ""),
-                                                owner=data.get("owner"))
+        if not commit:
+            return super().save(commit=False)
+        if self.instance._state.adding:
+            data = self.cleaned_data
+            self.instance = services.create_project(data["name"], description=data.get("description", ""),
+                                                    owner=data.get("owner"))
+        else:
+            self.instance = services.update_project(self.instance, **self.edited_values())
         self.save_m2m = lambda: None
         return self.instance
 
@@ -235,7 +243,11 @@ class ClientCreateForm(_ClientFormBase):
 
 
 class ClientApplicationForm(_ClientFormBase):
-    """Edit a client's settings. Never touches its secret: rotate with ``services.rotate_client_secret``."""
+    """Edit a client's settings through ``services.update_client``.
+
+    Never touches its secret: rotate with ``services.rotate_client_secret``. Switching the
+    status off revokes the client's active logins.
+    """
 
     class Meta(_ClientFormBase.Meta):
         fields = ["name", "description", "status", "redirect_uris", "post_logout_redirect_uris", "allowed_origins",
@@ -246,6 +258,13 @@ class ClientApplicationForm(_ClientFormBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._limit_policies(self.instance.project if self.instance.project_id else None)
+
+    def save(self, commit: bool = True) -> ClientApplication:
+        if not commit:
+            return super().save(commit=False)
+        self.instance = services.update_client(self.instance, **self.edited_values())
+        self.save_m2m = lambda: None
+        return self.instance
 
 
 class MembershipInviteForm(ServiceModelForm):
@@ -303,7 +322,11 @@ class MembershipInviteForm(ServiceModelForm):
 
 
 class MembershipForm(ServiceModelForm):
-    """Edit a membership's access: policy, admin flag, active flag and policy parameters."""
+    """Edit a membership's access through ``services.update_membership``.
+
+    Policy, admin flag, active flag and policy parameters; deactivating revokes the
+    membership's active logins.
+    """
 
     class Meta:
         model = ProjectMembership
@@ -312,3 +335,10 @@ class MembershipForm(ServiceModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._limit_policies(self.instance.project if self.instance.project_id else None)
+
+    def save(self, commit: bool = True) -> ProjectMembership:
+        if not commit:
+            return super().save(commit=False)
+        self.instance = services.update_membership(self.instance, **self.edited_values())
+        self.save_m2m = lambda: None
+        return self.instance

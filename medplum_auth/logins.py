@@ -64,3 +64,24 @@ def issue_code(login: Login, membership: ProjectMembership) -> str:
     _set_code(login, code)
     login.save(update_fields=["membership", "code_digest", "code_expires_at"])
     return code
+
+
+def purge(older_than: timedelta) -> dict[str, int]:
+    """Delete logins that can no longer produce or back a valid token, and spent assertion ``jti`` rows.
+
+    A login is purged when it was created before ``now - older_than`` and its refresh token is
+    missing or expired (or it was revoked before the cutoff). Access tokens of a purged login
+    fail closed: the bearer check finds no login. ``older_than`` must exceed the longest access
+    token lifetime in use.
+    """
+    from django.db.models import Q
+
+    from .models import UsedClientAssertion
+
+    now = timezone.now()
+    cutoff = now - older_than
+    dead = Login.objects.filter(created__lt=cutoff).filter(
+        Q(revoked_at__lt=cutoff) | Q(refresh_expires_at__isnull=True) | Q(refresh_expires_at__lt=now))
+    logins, _ = dead.delete()
+    assertions, _ = UsedClientAssertion.objects.filter(expires_at__lt=now).delete()
+    return {"logins": logins, "client_assertions": assertions}

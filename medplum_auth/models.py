@@ -175,6 +175,23 @@ class ProjectMembership(models.Model):
             raise ValidationError({"access_parameters": _("Parameters must map names to strings.")})
 
 
+def _same_loopback_uri(uri: str, registered: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        a, b = urlsplit(uri), urlsplit(registered)
+        a.port, b.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return False
+    if a.scheme != "http" or b.scheme != "http" or a.hostname not in ("127.0.0.1", "::1"):
+        return False
+    if a.username is not None or a.password is not None:
+        return False
+    host = a.netloc.rsplit(":", 1)[0] if a.port is not None else a.netloc
+    other = b.netloc.rsplit(":", 1)[0] if b.port is not None else b.netloc
+    return host == other and (a.path, a.query, a.fragment) == (b.path, b.query, b.fragment) and "#" not in uri
+
+
 class ClientApplication(AbstractApplication):
     """Medplum's ClientApplication, as django-oauth-toolkit's swapped Application model.
 
@@ -265,8 +282,13 @@ class ClientApplication(AbstractApplication):
         return current or retiring
 
     def redirect_uri_allowed(self, uri: str) -> bool:
-        """Exact, character-for-character match against a registered URI (RFC 9700 §4.1.3)."""
-        return uri in self.redirect_uri_list
+        """Exact, character-for-character match against a registered URI (RFC 9700 §2.1, §4.1.3).
+
+        The one exception is RFC 8252 §7.3: for a registered ``http://127.0.0.1`` or
+        ``http://[::1]`` URI a native app may use any port; everything else must match exactly.
+        """
+        registered = self.redirect_uri_list
+        return uri in registered or any(_same_loopback_uri(uri, r) for r in registered)
 
     def clean(self) -> None:
         errors: dict[str, Any] = {}

@@ -23,7 +23,7 @@ from django.utils import timezone
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 
-from . import assertions, logins, tokens
+from . import assertions, logins, revocation, tokens
 from . import scopes as scope_utils
 from .conf import auth_settings
 from .models import ClientApplication, Login
@@ -44,10 +44,13 @@ def generate_refresh_token(request: Any) -> str:
 
 
 def revoke_login(login: Login, reason: str) -> None:
-    """Revoke a login and with it every token issued from it (idempotent)."""
+    """Revoke a login and with it every token issued from it (idempotent).
+
+    The single-login fast path of :func:`medplum_auth.services.revoke_logins`; both write
+    through :func:`medplum_auth.revocation.revoke`.
+    """
     if login.revoked_at is None:
-        now = timezone.now()
-        Login.objects.filter(pk=login.pk, revoked_at__isnull=True).update(revoked_at=now, revoked_reason=reason)
+        _count, now = revocation.revoke(Login.objects.filter(pk=login.pk), reason)
         login.revoked_at, login.revoked_reason = now, reason
         log.info("login revoked login=%s reason=%s", login.pk, reason)
 
@@ -124,7 +127,9 @@ class MedplumOAuth2Validator(OAuth2Validator):
         return True
 
     def client_authentication_required(self, request: Any, *args: Any, **kwargs: Any) -> bool:
-        if _assertion_sent(request):
+        # Credentials that were sent are always checked, whatever client the body names (DOT means
+        # to do this for Basic but looks for a WSGI "HTTP_AUTHORIZATION" key oauthlib never has).
+        if _assertion_sent(request) or _basic_credentials(request):
             return True
         return super().client_authentication_required(request, *args, **kwargs)
 
@@ -220,6 +225,10 @@ class MedplumOAuth2Validator(OAuth2Validator):
             raise errors.InvalidGrantError(description="Code expired", request=request)
         if login.membership_id and not login.membership.active:
             raise errors.InvalidGrantError(description="Profile not active", request=request)
+        if not login.code_challenge and request.code_verifier is not None:
+            # RFC 9700 §4.8.2 (PKCE downgrade): oauthlib would ignore the verifier.
+            raise errors.InvalidGrantError(description="code_verifier sent but the authorization request had "
+                                                       "no code_challenge", request=request)
         request.login = login
         request.user = login.user
         request.scopes = scope_utils.split(login.scope)
@@ -241,10 +250,17 @@ class MedplumOAuth2Validator(OAuth2Validator):
         """
         login: Login = request.login
         if getattr(request, "using_default_redirect_uri", False) or not redirect_uri:
-            return bool(login.code_challenge) or not login.redirect_uri
-        if login.redirect_uri:
-            return redirect_uri == login.redirect_uri
-        return client.redirect_uri_allowed(redirect_uri)
+            matches = bool(login.code_challenge) or not login.redirect_uri
+        elif login.redirect_uri:
+            matches = redirect_uri == login.redirect_uri
+        else:
+            matches = client.redirect_uri_allowed(redirect_uri)
+        if not matches:
+            # RFC 6749 §5.2: a grant that does not match its redirect URI is invalid_grant (oauthlib
+            # would answer invalid_request).
+            raise errors.InvalidGrantError(description="redirect_uri does not match the authorization request",
+                                           request=request)
+        return True
 
     def invalidate_authorization_code(self, client_id: str, code: str, request: Any,
                                       *args: Any, **kwargs: Any) -> None:

@@ -1,30 +1,127 @@
 """One write path per concept, used by the admin, the Project Admin pages, the CLI and the APIs.
 
 Every function validates fully before writing and runs in one transaction, so bad input raises
-``django.core.exceptions.ValidationError`` and leaves the database untouched. Functions that
-create a secret return its plaintext exactly once; it is never stored or logged.
+``django.core.exceptions.ValidationError`` and leaves the database untouched (``update_*`` also
+reload the instance). Functions that create a secret return its plaintext exactly once; it is
+never stored or logged. Revoking logins (disabling or deleting a client, deactivating a member
+or a project) goes through :func:`revoke_logins`.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
-from . import keys, policies
+from . import keys, policies, revocation
 from .conf import auth_settings
-from .models import AccessPolicy, ClientApplication, DefaultAccessPolicy, Project, ProjectMembership, SigningKey
+from .models import (
+    AccessPolicy,
+    ClientApplication,
+    DefaultAccessPolicy,
+    Login,
+    Project,
+    ProjectMembership,
+    SigningKey,
+)
 from .secrets import digest_client_secret, generate_client_secret
 from .signals import member_invited
 from .validators import split_uris
 
 logger = logging.getLogger("medplum_auth.audit")
+
+#: Fields :func:`update_project` may change.
+PROJECT_UPDATE_FIELDS = frozenset({"name", "description", "owner", "active"})
+
+#: Fields :func:`update_client` may change. Not the project, type or id (tokens were issued
+#: under them) and never the secrets: those change only through :func:`rotate_client_secret`.
+CLIENT_UPDATE_FIELDS = frozenset({
+    "name", "description", "status", "redirect_uris", "post_logout_redirect_uris", "allowed_origins",
+    "launch_uri", "access_policy", "pkce_optional", "authorization_grant_type", "skip_authorization",
+    "always_issue_refresh_token", "access_token_lifetime", "refresh_token_lifetime", "jwks_uri", "jwks",
+    "sign_in_text",
+})
+
+_URI_LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris", "allowed_origins")
+
+
+class _Unset(enum.Enum):
+    UNSET = "unset"
+
+
+#: "Leave unchanged", where ``None`` is a meaningful value (e.g. no access policy).
+UNSET = _Unset.UNSET
+
+
+def _update_fields(instance: models.Model, fields: dict[str, Any], allowed: Collection[str],
+                   clean_exclude: list[str] | None = None) -> list[str]:
+    """Set ``fields`` on ``instance``, validate it fully and save only the fields that changed.
+
+    Returns the names of the changed fields. Saving only those keeps a concurrent write to
+    another field (a secret rotation during an admin edit) intact. On invalid input nothing is
+    saved and ``instance`` is reloaded from the database. Call inside a transaction.
+    """
+    refused = sorted(set(fields) - set(allowed))
+    if refused:
+        raise ValidationError({name: ["This field cannot be changed here."] for name in refused})
+    model = type(instance)
+    current = model._default_manager.select_for_update().filter(pk=instance.pk).first()
+    if current is None:
+        raise ValidationError(f"This {model._meta.verbose_name} no longer exists.", code="gone")
+    try:
+        for name, value in fields.items():
+            try:
+                setattr(instance, name, value)
+            except (TypeError, ValueError) as exc:  # e.g. a foreign key given something else
+                raise ValidationError({name: [str(exc)]}) from None
+        instance.full_clean(exclude=clean_exclude)
+    except ValidationError:
+        instance.refresh_from_db()
+        raise
+    attnames = {name: model._meta.get_field(name).attname for name in fields}
+    changed = [name for name, attname in attnames.items()
+               if getattr(instance, attname) != getattr(current, attname)]
+    if changed:
+        instance.save(update_fields=[*changed, "updated"])
+    return changed
+
+
+@transaction.atomic
+def revoke_logins(
+    *,
+    user: Any = None,
+    client: ClientApplication | None = None,
+    membership: ProjectMembership | None = None,
+    project: Project | None = None,
+    reason: str,
+) -> int:
+    """Revoke the active logins matching every given filter; return how many were revoked.
+
+    Every token issued from them stops working at once. At least one filter is required, so
+    a forgotten argument cannot revoke every login. Logins revoked earlier keep their time
+    and reason.
+    """
+    filters = {name: value for name, value in
+               (("user", user), ("client", client), ("membership", membership), ("project", project))
+               if value is not None}
+    if not filters:
+        raise TypeError("revoke_logins() needs at least one of user, client, membership or project.")
+    count, _now = revocation.revoke(Login.objects.filter(**filters), reason)
+    audit_ids = {"user": user.pk if user is not None else None,
+                 "client": client.client_id if client is not None else None,
+                 "membership": membership.pk if membership is not None else None,
+                 "project": project.pk if project is not None else None}
+    logger.info("logins revoked count=%d reason=%s %s", count, reason,
+                " ".join(f"{name}={value}" for name, value in audit_ids.items() if value is not None))
+    return count
 
 
 @transaction.atomic
@@ -72,6 +169,82 @@ def create_client(
     client.save()
     logger.info("client created client_id=%s project=%s", client.client_id, project.id)
     return client, secret
+
+
+@transaction.atomic
+def update_project(project: Project, **fields: Any) -> Project:
+    """Change a project's :data:`PROJECT_UPDATE_FIELDS`; on invalid input nothing changes.
+
+    Deactivating a project revokes its active logins (it accepts no tokens while inactive, and
+    they stay revoked if it is reactivated).
+    """
+    if isinstance(fields.get("name"), str):
+        fields["name"] = fields["name"].strip()
+    changed = _update_fields(project, fields, PROJECT_UPDATE_FIELDS)
+    if changed:
+        logger.info("project updated id=%s fields=%s", project.id, ",".join(changed))
+    if "active" in changed and not project.active:
+        revoke_logins(project=project, reason="project_deactivated")
+    return project
+
+
+@transaction.atomic
+def update_client(client: ClientApplication, **fields: Any) -> ClientApplication:
+    """Change a client's :data:`CLIENT_UPDATE_FIELDS`; on invalid input nothing changes.
+
+    URI lists may be given as lists or newline-separated text. Only changed fields are
+    written, so the secret is never touched. Setting ``status`` to off revokes the client's
+    active logins, as :func:`set_client_status` does.
+    """
+    for name in _URI_LIST_FIELDS:
+        if name in fields and not isinstance(fields[name], str):
+            fields[name] = "\n".join(split_uris(fields[name]))
+    if "name" in fields:
+        fields["name"] = (fields["name"] or "").strip()
+        if not fields["name"]:
+            raise ValidationError({"name": ["Client name is required."]})
+    changed = _update_fields(client, fields, CLIENT_UPDATE_FIELDS, clean_exclude=["user"])
+    if changed:
+        # Field names only: values may hold URIs or keys that do not belong in the audit log.
+        logger.info("client updated client_id=%s fields=%s", client.client_id, ",".join(changed))
+    if "status" in changed and client.status == ClientApplication.Status.OFF:
+        revoke_logins(client=client, reason="client_disabled")
+    return client
+
+
+@transaction.atomic
+def set_client_status(client: ClientApplication, status: str) -> ClientApplication:
+    """Enable or disable a client. Disabling also revokes its active logins (idempotent).
+
+    Only the status is validated and written: a client whose other settings no longer pass
+    validation must still be possible to switch off.
+    """
+    if status not in ClientApplication.Status.values:
+        raise ValidationError({"status": [f"Status must be one of {', '.join(ClientApplication.Status.values)}."]},
+                              code="invalid_choice")
+    previous = (ClientApplication.objects.select_for_update().filter(pk=client.pk)
+                .values_list("status", flat=True).first())
+    if previous is None:
+        raise ValidationError("This client application no longer exists.", code="gone")
+    client.status = status
+    if previous != status:
+        client.save(update_fields=["status", "updated"])
+        logger.info("client status changed client_id=%s status=%s", client.client_id, status)
+    if status == ClientApplication.Status.OFF:
+        revoke_logins(client=client, reason="client_disabled")
+    return client
+
+
+@transaction.atomic
+def delete_client(client: ClientApplication) -> None:
+    """Delete a client, revoking its active logins first.
+
+    Its logins, consents and DOT token rows are deleted with it (``on_delete=CASCADE``).
+    """
+    revoke_logins(client=client, reason="client_deleted")
+    client_id, project_id = client.client_id, client.project_id
+    client.delete()
+    logger.info("client deleted client_id=%s project=%s", client_id, project_id)
 
 
 @transaction.atomic
@@ -254,6 +427,33 @@ def invite_member(
 
 
 @transaction.atomic
+def update_membership(
+    membership: ProjectMembership,
+    *,
+    access_policy: AccessPolicy | None | _Unset = UNSET,
+    access_parameters: dict[str, str] | _Unset = UNSET,
+    admin: bool | _Unset = UNSET,
+    active: bool | _Unset = UNSET,
+) -> ProjectMembership:
+    """Change a membership's access; arguments left :data:`UNSET` stay as they are.
+
+    ``access_policy=None`` removes the policy (full access, Medplum's legacy default). The
+    policy must belong to the membership's project. Deactivating revokes the membership's
+    active logins. On invalid input nothing changes (the instance is reloaded).
+    """
+    fields = {name: value for name, value in (("access_policy", access_policy),
+                                               ("access_parameters", access_parameters),
+                                               ("admin", admin), ("active", active))
+              if value is not UNSET}
+    changed = _update_fields(membership, fields, fields.keys())
+    if changed:
+        logger.info("membership updated id=%s fields=%s", membership.id, ",".join(changed))
+    if "active" in changed and not membership.active:
+        revoke_logins(membership=membership, reason="membership_deactivated")
+    return membership
+
+
+@transaction.atomic
 def rotate_signing_keys(algorithm: str | None = None) -> SigningKey:
     """Make a new active signing key; the previous one stays published (inactive) until retired."""
     algorithm = algorithm or auth_settings.SIGNING_ALGORITHM
@@ -288,3 +488,25 @@ def retire_signing_key(kid: str) -> SigningKey:
 def ensure_signing_key() -> SigningKey:
     """The active signing key, creating one when there is none."""
     return keys.get_active_key() or rotate_signing_keys()
+
+
+@transaction.atomic
+def revoke_login(login: Login, *, reason: str) -> bool:
+    """Revoke one login, so every token issued from it stops working; ``False`` if it already was."""
+    count, _now = revocation.revoke(Login.objects.filter(pk=login.pk), reason)
+    if count:
+        logger.info("login revoked login=%s project=%s reason=%s", login.pk, login.project_id, reason)
+    return bool(count)
+
+
+@transaction.atomic
+def remove_membership(membership: ProjectMembership) -> None:
+    """Remove a member from a project: revoke the membership's logins, then delete it.
+
+    The user stays (they may belong to other projects); their logins through this membership
+    are deleted with it (``on_delete=CASCADE``), so its tokens fail closed.
+    """
+    revoke_logins(membership=membership, reason="membership_removed")
+    membership_id, project_id, profile = membership.pk, membership.project_id, membership.profile
+    membership.delete()
+    logger.info("membership removed id=%s project=%s profile=%s", membership_id, project_id, profile)

@@ -11,6 +11,7 @@ from django.contrib import admin
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth import get_user_model
 from django.urls import reverse
+from django.utils import timezone
 
 from medplum_auth import services
 from medplum_auth.admin import ClientApplicationAdmin
@@ -19,6 +20,7 @@ from medplum_auth.models import (
     AccessPolicy,
     ClientApplication,
     DefaultAccessPolicy,
+    Login,
     Project,
     ProjectMembership,
     SigningKey,
@@ -138,13 +140,19 @@ def test_changelist_and_change_pages_render(admin_client, client_app, policy, pa
 
 
 def test_create_client_shows_the_secret_once(admin_client, project, policy):
-    response = admin_client.post(url("clientapplication", "add"),
-                                 client_post_data(project, access_policy=str(policy.pk)))
+    posted = admin_client.post(url("clientapplication", "add"),
+                               client_post_data(project, access_policy=str(policy.pk)))
 
+    assert posted.status_code == 303
+    client = ClientApplication.objects.get(name="Lab portal")
+    assert posted["Location"].startswith(url("clientapplication", "change", client.pk).removesuffix("change/")
+                                         + "secret/")
+    response = admin_client.get(posted["Location"])
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
-    client = ClientApplication.objects.get(name="Lab portal")
+    assert "Client created" in text(response)
     secret = shown_secret(response)
+    assert secret not in text(posted) and secret not in posted["Location"]
     assert client.client_id in text(response)
     assert client.project == project and client.access_policy == policy
     assert client.redirect_uri_list == ["https://lab.example.org/callback", "http://localhost:3000/cb"]
@@ -261,6 +269,92 @@ def test_rotate_and_retire_secret_actions(admin_client, client_app):
     assert client_app.retiring_secret == ""
 
 
+def secret_entries(client: Any) -> dict[str, Any]:
+    return {key: value for key, value in client.session.items() if key.startswith("medplum_auth.client_secret.")}
+
+
+def rotate(client: Any, client_app: ClientApplication) -> Any:
+    """The rotate action's POST, without following the redirect."""
+    return client.post(url("clientapplication", "changelist"), {
+        "action": "rotate_secret", "index": "0", "_selected_action": [str(client_app.pk)]})
+
+
+def test_rotate_is_post_redirect_get_and_shows_the_secret_once(admin_client, client_app):
+    posted = rotate(admin_client, client_app)
+
+    assert posted.status_code == 303
+    assert not SECRET_INPUT_RE.search(text(posted))
+    location = posted["Location"]
+    client_app.refresh_from_db()
+    assert client_app.secret_rotated_at is not None
+
+    first = admin_client.get(location)
+    assert first.status_code == 200
+    assert "no-store" in first["Cache-Control"]
+    secret = shown_secret(first)
+    assert client_app.verify_secret(secret) and secret != client_app.plaintext_secret
+    assert secret not in location
+    assert "Client secret rotated" in text(first)
+    assert not secret_entries(admin_client)
+    assert secret not in json.dumps(dict(admin_client.session.items()))
+
+    second = admin_client.get(location)
+    assert second.status_code == 200
+    assert "no-store" in second["Cache-Control"]
+    assert not SECRET_INPUT_RE.search(text(second)) and secret not in text(second)
+    assert "This secret was already shown; rotate again to get a new one." in text(second)
+    client_app.refresh_from_db()
+    assert client_app.verify_secret(secret)  # the reload rotated nothing
+
+
+def test_secret_waits_in_the_session_encrypted(admin_client, client_app):
+    """Until its GET, the session holds the secret encrypted and the URL holds the key; neither alone reveals it."""
+    location = rotate(admin_client, client_app)["Location"]
+    token = location.rstrip("/").rsplit("/", 1)[1]
+    stored = json.dumps(secret_entries(admin_client))
+    assert len(secret_entries(admin_client)) == 1
+    assert token not in json.dumps(dict(admin_client.session.items()))
+    secret = shown_secret(admin_client.get(location))
+    assert secret not in stored
+
+
+def test_secret_page_refuses_other_clients_tokens_and_posts(admin_client, project):
+    first, second = ClientApplicationFactory(project=project), ClientApplicationFactory(project=project)
+    location = rotate(admin_client, first)["Location"]
+    token = location.rstrip("/").rsplit("/", 1)[1]
+
+    assert admin_client.post(location).status_code == 405
+    assert len(secret_entries(admin_client)) == 1
+    other = admin_client.get(url("clientapplication", "secret", second.pk, token))
+    assert not SECRET_INPUT_RE.search(text(other))
+    assert "already shown" in text(other)
+    assert not secret_entries(admin_client)  # popped: a wrong guess burns the token
+    assert "already shown" in text(admin_client.get(location))
+    forged = admin_client.get(url("clientapplication", "secret", first.pk, "not-a-key"))
+    assert forged.status_code == 200 and "already shown" in text(forged)
+
+
+def test_expired_secret_is_not_shown(admin_client, client_app, monkeypatch):
+    import medplum_auth.admin as admin_module
+
+    location = rotate(admin_client, client_app)["Location"]
+    real_time = admin_module.time.time
+    monkeypatch.setattr(admin_module.time, "time", lambda: real_time() + admin_module.SECRET_DISPLAY_SECONDS + 1)
+    response = admin_client.get(location)
+    assert not SECRET_INPUT_RE.search(text(response))
+    assert "already shown" in text(response)
+
+
+def test_secret_page_needs_change_permission(client, client_app):
+    from django.contrib.auth.models import Permission
+
+    viewer = UserFactory(is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_clientapplication"))
+    client.force_login(viewer)
+    response = client.get(url("clientapplication", "secret", client_app.pk, "whatever"))
+    assert response.status_code == 403
+
+
 def test_rotate_needs_exactly_one_confidential_client(admin_client, project):
     first, second = ClientApplicationFactory(project=project), ClientApplicationFactory(project=project)
     response = action(admin_client, "clientapplication", "rotate_secret", first, second)
@@ -272,13 +366,83 @@ def test_rotate_needs_exactly_one_confidential_client(admin_client, project):
     assert first.verify_secret(first.plaintext_secret) and first.retiring_secret == ""
 
 
+def make_login(client_app: ClientApplication, **kwargs: Any) -> Login:
+    return Login.objects.create(client=client_app, project=client_app.project, auth_time=timezone.now(), **kwargs)
+
+
 def test_disable_and_enable_actions(admin_client, client_app):
-    action(admin_client, "clientapplication", "disable_clients", client_app)
+    login = make_login(client_app)
+    response = action(admin_client, "clientapplication", "disable_clients", client_app)
+    assert "Disabled 1 client and revoked its logins." in text(response)
     client_app.refresh_from_db()
+    login.refresh_from_db()
     assert client_app.status == ClientApplication.Status.OFF
+    assert login.revoked_reason == "client_disabled" and login.revoked_at is not None
     action(admin_client, "clientapplication", "enable_clients", client_app)
     client_app.refresh_from_db()
+    login.refresh_from_db()
     assert client_app.status == ClientApplication.Status.ACTIVE
+    assert login.revoked_at is not None  # enabling does not bring old logins back
+
+
+def change_client_data(client_app: ClientApplication, **overrides: Any) -> dict[str, Any]:
+    return {
+        "name": client_app.name, "description": "", "status": client_app.status,
+        "redirect_uris": client_app.redirect_uris, "post_logout_redirect_uris": "", "allowed_origins": "",
+        "launch_uri": "", "access_policy": "", "authorization_grant_type": "authorization-code",
+        "access_token_lifetime": "", "refresh_token_lifetime": "", "jwks_uri": "", "jwks": "null",
+        "sign_in_text": "", **overrides,
+    }
+
+
+def test_change_client_goes_through_update_client(admin_client, client_app, monkeypatch):
+    calls: list[dict[str, Any]] = []
+    real = services.update_client
+
+    def spy(client: ClientApplication, **fields: Any) -> ClientApplication:
+        calls.append(fields)
+        return real(client, **fields)
+
+    monkeypatch.setattr(services, "update_client", spy)
+    login = make_login(client_app)
+    response = admin_client.post(url("clientapplication", "change", client_app.pk),
+                                 change_client_data(client_app, status="off"))
+    assert response.status_code == 302, text(response)
+    assert calls and calls[0]["status"] == "off"
+    assert "client_secret" not in calls[0] and "project" not in calls[0]
+    login.refresh_from_db()
+    assert login.revoked_reason == "client_disabled"
+
+
+def test_change_client_keeps_a_secret_rotated_meanwhile(admin_client, client_app):
+    change = url("clientapplication", "change", client_app.pk)
+    admin_client.get(change)
+    new = services.rotate_client_secret(ClientApplication.objects.get(pk=client_app.pk))
+    # The admin loads the client again, but the service writes only changed fields anyway.
+    response = admin_client.post(change, change_client_data(client_app, name="Renamed"))
+    assert response.status_code == 302
+    client_app.refresh_from_db()
+    assert client_app.name == "Renamed" and client_app.verify_secret(new)
+
+
+def test_delete_client_goes_through_service(admin_client, project, monkeypatch):
+    deleted: list[str] = []
+    real = services.delete_client
+
+    def spy(client: ClientApplication) -> None:
+        deleted.append(client.client_id)
+        real(client)
+
+    monkeypatch.setattr(services, "delete_client", spy)
+    single, first, second = (ClientApplicationFactory(project=project) for _ in range(3))
+    make_login(single)
+    make_login(first)
+    response = admin_client.post(url("clientapplication", "delete", single.pk), {"post": "yes"})
+    assert response.status_code == 302
+    admin_client.post(url("clientapplication", "changelist"), {
+        "action": "delete_selected", "post": "yes", "_selected_action": [str(first.pk), str(second.pk)]})
+    assert sorted(deleted) == sorted([single.client_id, first.client_id, second.client_id])
+    assert not ClientApplication.objects.exists() and not Login.objects.exists()
 
 
 # --- access policies -----------------------------------------------------------------------------
@@ -403,6 +567,20 @@ def test_membership_change_limits_policy_to_project(admin_client, patient_member
     assert patient_membership.access_parameters == {"organization": "Organization/1"}
 
 
+def test_membership_deactivation_revokes_its_logins(admin_client, patient_membership, client_app):
+    login = make_login(client_app, user=patient_membership.user, membership=patient_membership)
+    other = make_login(client_app, user=patient_membership.user)
+    response = admin_client.post(url("projectmembership", "change", patient_membership.pk),
+                                 {"access_policy": "", "access_parameters": "{}"})
+    assert response.status_code == 302, text(response)
+    patient_membership.refresh_from_db()
+    login.refresh_from_db()
+    other.refresh_from_db()
+    assert not patient_membership.active
+    assert login.revoked_reason == "membership_deactivated"
+    assert other.revoked_at is None
+
+
 # --- projects ------------------------------------------------------------------------------------
 
 
@@ -442,6 +620,34 @@ def test_project_add_and_default_policies(admin_client):
         "default_policies-0-DELETE": "on"})
     assert response.status_code == 302
     assert not DefaultAccessPolicy.objects.exists()
+
+
+def test_project_change_goes_through_update_project(admin_client, client_app):
+    project = client_app.project
+    login = make_login(client_app)
+    change = url("project", "change", project.pk)
+    response = admin_client.post(change, {"name": "Renamed", "description": "d", "owner": "", **inline_data([])})
+    assert response.status_code == 302, text(response)
+    project.refresh_from_db()
+    login.refresh_from_db()
+    assert (project.name, project.description, project.active) == ("Renamed", "d", False)
+    assert login.revoked_reason == "project_deactivated"
+
+
+def test_project_change_service_error_is_a_message(admin_client, project, monkeypatch):
+    from django.core.exceptions import ValidationError
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise ValidationError("Changed by someone else.")
+
+    monkeypatch.setattr(services, "update_project", refuse)
+    change = url("project", "change", project.pk)
+    response = admin_client.post(change, {"name": "Renamed", "description": "", "owner": "", "active": "on",
+                                          **inline_data([])}, follow=True)
+    assert response.redirect_chain == [(change, 302)]
+    assert "Changed by someone else." in text(response)
+    project.refresh_from_db()
+    assert project.name != "Renamed"
 
 
 # --- signing keys --------------------------------------------------------------------------------

@@ -410,3 +410,23 @@ def test_references_and_str(project, policy, patient_membership):
     assert str(blank) == f"Practitioner/x in {project.name}"
     key = _signing_key("kid-1", SigningKey.Status.INACTIVE)
     assert str(key) == "kid-1 (ES256, inactive)"
+
+
+@pytest.mark.spec("RFC 8252 §7.3")
+@pytest.mark.parametrize(("registered", "uri", "allowed"), [
+    ("http://127.0.0.1:8888/callback", "http://127.0.0.1:8888/callback", True),
+    ("http://127.0.0.1:8888/callback", "http://127.0.0.1:51234/callback", True),
+    ("http://127.0.0.1/callback", "http://127.0.0.1:51234/callback", True),
+    ("http://[::1]:80/cb", "http://[::1]:6000/cb", True),
+    ("http://127.0.0.1:8888/callback", "http://127.0.0.1:51234/callback/", False),
+    ("http://127.0.0.1:8888/callback", "http://127.0.0.1:51234/callback?x=1", False),
+    ("http://127.0.0.1:8888/callback", "http://127.0.0.2:8888/callback", False),
+    ("http://127.0.0.1:8888/callback", "https://127.0.0.1:8888/callback", False),
+    ("http://127.0.0.1:8888/callback", "http://user@127.0.0.1:8888/callback", False),
+    ("http://127.0.0.1:8888/callback", "http://127.0.0.1:bad/callback", False),
+    ("http://localhost:8888/callback", "http://localhost:9999/callback", False),
+])
+def test_loopback_ip_redirect_uri_may_use_any_port(project, registered, uri, allowed):
+    """Native apps bind an ephemeral port; only the port may differ, and only for IP literals."""
+    client = ClientApplicationFactory(project=project, redirect_uris=registered)
+    assert client.redirect_uri_allowed(uri) is allowed

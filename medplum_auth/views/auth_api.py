@@ -35,9 +35,14 @@ def outcome(text: str, status: int = 400, code: str = "invalid", expression: str
     return response
 
 
+# @medplum/core sends every request body as application/fhir+json (startLogin included), as
+# Medplum's server accepts; neither type is CORS-safelisted, so both need a preflight.
+JSON_CONTENT_TYPES = frozenset({"application/json", "application/fhir+json"})
+
+
 def _json_body(request: HttpRequest) -> dict[str, Any] | None:
     """JSON only: a cross-site form cannot send it without a CORS preflight (no login CSRF)."""
-    if request.content_type != "application/json":
+    if request.content_type not in JSON_CONTENT_TYPES:
         return None
     try:
         data = json.loads(request.body or b"{}")

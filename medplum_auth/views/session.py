@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import logout as django_logout
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
@@ -92,16 +93,25 @@ class LogoutView(View):
 
 def _login_for_token(token: str) -> tuple[Login | None, dict[str, object] | None]:
     """The login behind an access token (JWT) or a current refresh token; ``None`` if not ours."""
+    logins = Login.objects.select_related("client__project", "membership", "project", "user")
     if token.count(".") == 2:
         try:
             claims = tokens.verify_access_token(token)
         except tokens.InvalidToken:
             return None, None
-        login = Login.objects.select_related("client", "membership", "project").filter(pk=claims["login_id"]).first()
-        return login, claims
-    login = Login.objects.select_related("client", "membership", "project").filter(
-        refresh_digest=token_digest(token)).first()
-    return login, None
+        return logins.filter(pk=claims["login_id"]).first(), claims
+    return logins.filter(refresh_digest=token_digest(token)).first(), None
+
+
+def _is_active(login: Login | None, claims: dict[str, object] | None) -> bool:
+    """RFC 7662 §2.2: active only if the API would accept the token now (same checks as Bearer)."""
+    try:
+        usable = bearer.check_login(login)
+    except bearer.BearerError:
+        return False
+    if claims is None:  # a refresh token: it expires on its own clock
+        return usable.refresh_expires_at is not None and usable.refresh_expires_at > timezone.now()
+    return True
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -122,9 +132,7 @@ class IntrospectView(View):
         login, claims = _login_for_token(token)
         inactive = JsonResponse({"active": False})
         inactive["Cache-Control"] = "no-store"
-        if login is None or login.revoked_at is not None or login.project_id != caller.project_id:
-            return inactive
-        if login.membership_id and not login.membership.active:
+        if login is None or login.project_id != caller.project_id or not _is_active(login, claims):
             return inactive
         body: dict[str, object] = {
             "active": True,

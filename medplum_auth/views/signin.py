@@ -52,7 +52,11 @@ class SignInView(_PendingMixin, View):
         user, error = authenticate_email(email, request.POST.get("password", ""), request.META.get("REMOTE_ADDR"))
         if user is None:
             return render(request, self.template_name, self.context(email=email, error=error), status=400)
+        # Signing in as another user than the session's flushes the session (Django's login):
+        # keep this request, minus any profile or consent chosen by the previous user.
+        pending = {k: v for k, v in self.pending.items() if k not in {"membership", "granted"}}
         django_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        authorization.save(request, self.rid, pending)
         request.session[authorization.AUTH_TIME_KEY] = time.time()
         return HttpResponseRedirect(_resume_url(self.rid))
 

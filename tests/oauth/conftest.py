@@ -115,6 +115,28 @@ class Flow:
         data.update(overrides)
         return post_form(self.client, "/oauth2/token", data)
 
+    # --- added for the authorization-endpoint tests (tests/oauth/test_authorize.py and friends) ---
+
+    def post_authorize(self, **overrides: str):
+        """The same authorization request as :meth:`authorize`, sent as a form POST (OIDC Core §3.1.2.1)."""
+        return post_form(self.client, "/oauth2/authorize", self.params(**overrides))
+
+    def redirect(self, **overrides: str) -> str:
+        """Sign in (if asked), follow our pages and return the ``Location`` sent back to the client."""
+        response = self.authorize(**overrides)
+        if response.status_code == 302 and response["Location"].startswith("/oauth2/signin"):
+            response = self.sign_in(response)
+        response = self.follow(response)
+        assert response.status_code == 302, response.content
+        return response["Location"]
+
+    def tokens(self, **overrides: str) -> dict[str, Any]:
+        """Run the whole flow and redeem the code: the token response body."""
+        code = query(self.redirect(**overrides))["code"]
+        response = self.token(code)
+        assert response.status_code == 200, response.content
+        return response.json()
+
 
 @pytest.fixture
 def flow(client, public_client, patient):
@@ -124,3 +146,122 @@ def flow(client, public_client, patient):
 @pytest.fixture
 def issuer() -> str:
     return auth_settings.ISSUER
+
+
+# --- added for the authorization-endpoint tests ---
+
+AUTH_PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    # Nothing to other origins; not "no-referrer", under which browsers send "Origin: null" with
+    # our own form POSTs and Django's CSRF check refuses them (see views/decorators.py).
+    "Referrer-Policy": "same-origin",
+}
+
+
+def rid(response) -> str:
+    """The pending-request id of a redirect to one of our pages (sign-in, profile, consent)."""
+    return query(response["Location"])["rid"]
+
+
+def assert_auth_page_headers(response) -> None:
+    """RFC 9700 §4.16 (no framing), §4.2.4 (no cross-origin referrer), no-store caching."""
+    for name, value in AUTH_PAGE_HEADERS.items():
+        assert response[name] == value, (name, response.get(name))
+    assert "no-store" in response["Cache-Control"]
+
+
+def id_token_claims(id_token: str) -> dict[str, Any]:
+    """Claims of an ID token after full verification (signature, kid, typ, iss, exp)."""
+    from medplum_auth import tokens
+
+    return tokens.decode(id_token, tokens.ID_TOKEN_TYPE)
+
+
+def access_token_claims(access_token: str) -> dict[str, Any]:
+    from medplum_auth import tokens
+
+    return tokens.verify_access_token(access_token)
+
+
+# --- added for the token-side tests (token endpoint, client auth, refresh, userinfo, logout,
+# --- introspection, revocation, /auth API) ---
+
+def basic_auth(client_id: str, secret: str, scheme: str = "Basic") -> str:
+    """An RFC 6749 §2.3.1 ``client_secret_basic`` header: each part form-url-encoded, then base64."""
+    from urllib.parse import quote_plus
+
+    pair = f"{quote_plus(client_id)}:{quote_plus(secret)}"
+    return f"{scheme} {base64.b64encode(pair.encode()).decode()}"
+
+
+def assert_no_store(response) -> None:
+    """RFC 6749 §5.1: token responses (and their errors) must not be cached."""
+    assert response["Cache-Control"] == "no-store", response.get("Cache-Control")
+    assert response["Pragma"] == "no-cache", response.get("Pragma")
+
+
+def assert_oauth_error(response, error: str, status: int = 400, description: str | None = None) -> dict[str, Any]:
+    """RFC 6749 §5.2 error body: ``error`` and a non-empty ``error_description``."""
+    assert response.status_code == status, (response.status_code, response.content)
+    body = response.json()
+    assert body["error"] == error, body
+    assert body.get("error_description"), body
+    if description is not None:
+        assert body["error_description"] == description, body
+    return body
+
+
+def verify_jwt(http: Any, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims of ``token``, verified with jwcrypto against ``/.well-known/jwks.json``
+    (found by ``kid``, algorithm pinned to the published key's ``alg``)."""
+    import json
+
+    from jwcrypto import jwk, jws
+
+    keyset = jwk.JWKSet.from_json(http.get("/.well-known/jwks.json").content)
+    parsed = jws.JWS()
+    parsed.deserialize(token)
+    header = parsed.jose_header
+    key = keyset.get_key(header["kid"])
+    assert key is not None, f"kid {header['kid']} is not published"
+    assert header["alg"] == key.get("alg"), header
+    parsed.verify(key, alg=key.get("alg"))
+    return header, json.loads(parsed.payload)
+
+
+def token_hash(value: str) -> str:
+    """OIDC Core §3.1.3.6 ``at_hash``: left half of SHA-256 (RS256/ES256 keys), base64url, unpadded."""
+    digest = hashlib.sha256(value.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+
+
+def obtain_code(flow: Flow, email: str = "pat@example.org", **overrides: str) -> str:
+    """A code from the browser flow, signing in only when the session has no user yet."""
+    response = flow.authorize(**overrides)
+    if response.status_code == 302 and response["Location"].startswith("/oauth2/signin"):
+        response = flow.sign_in(response, email=email)
+    response = flow.follow(response)
+    assert response.status_code == 302, response.content
+    assert response["Location"].startswith(REDIRECT_URI + "?"), response["Location"]
+    return query(response["Location"])["code"]
+
+
+def obtain_tokens(flow: Flow, email: str = "pat@example.org", token_overrides: dict[str, str] | None = None,
+                  **overrides: str) -> dict[str, Any]:
+    """Run the code flow and redeem the code; the 200 token response body."""
+    response = flow.token(obtain_code(flow, email=email, **overrides), **(token_overrides or {}))
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def login_of(access_token: str):
+    """The :class:`~medplum_auth.models.Login` behind an access token (from its ``login_id``)."""
+    from medplum_auth import tokens
+    from medplum_auth.models import Login
+
+    return Login.objects.get(pk=tokens.verify_access_token(access_token)["login_id"])
+
+
+def userinfo_status(http: Any, access_token: str) -> int:
+    return http.get("/oauth2/userinfo", HTTP_AUTHORIZATION=f"Bearer {access_token}").status_code

@@ -1,0 +1,62 @@
+// @medplum/core embedded login (no browser): startLogin({email, password, scope, codeChallenge,
+// codeChallengeMethod:'S256'}) → POST /auth/login → {login, code}; then processCode(code) with the
+// verifier in storage → token → /auth/me → the Patient profile. Also: a wrong password surfaces as
+// the client's OperationOutcomeError, and a client-side API call after signOut() is refused.
+//
+// Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_EMAIL, E2E_PASSWORD.
+import { decodeJwtPayload, env, pkcePair, rawFetch, run } from './lib/common.mjs';
+import { medplumCore, recordingFetch } from './lib/medplum.mjs';
+
+const { ClientStorage, MedplumClient, MemoryStorage, normalizeErrorString } = medplumCore;
+
+await run(async () => {
+  const issuer = env('E2E_ISSUER');
+  const clientId = env('E2E_CLIENT_ID');
+  const calls = [];
+  const storage = new ClientStorage(new MemoryStorage());
+  const medplum = new MedplumClient({ baseUrl: `${issuer}/`, clientId, storage, fetch: recordingFetch(calls) });
+
+  let wrongPassword;
+  try {
+    const { challenge } = pkcePair();
+    await medplum.startLogin({ email: env('E2E_EMAIL'), password: 'not-the-password', scope: 'openid',
+                               codeChallenge: challenge, codeChallengeMethod: 'S256' });
+    wrongPassword = { accepted: true };
+  } catch (err) {
+    wrongPassword = { name: err.name, message: normalizeErrorString(err), outcome: err.outcome ?? null };
+  }
+
+  const { verifier, challenge } = pkcePair();
+  storage.setString('codeVerifier', verifier);
+  const login = await medplum.startLogin({
+    email: env('E2E_EMAIL'), password: env('E2E_PASSWORD'), scope: 'openid offline_access',
+    codeChallenge: challenge, codeChallengeMethod: 'S256',
+  });
+  if (!login.code) throw new Error(`startLogin returned no code: ${JSON.stringify(login)}`);
+  const profile = await medplum.processCode(login.code);
+  const accessToken = medplum.getAccessToken();
+  const active = medplum.getActiveLogin();
+  const me = await medplum.get('auth/me', { cache: 'no-cache' });
+
+  await medplum.signOut();
+  let afterSignOut;
+  try {
+    await medplum.get('auth/me', { cache: 'no-cache' });
+    afterSignOut = { accepted: true };
+  } catch (err) {
+    afterSignOut = { name: err.name, message: normalizeErrorString(err) };
+  }
+  const oldToken = await rawFetch(`${issuer}/auth/me`, { headers: { Authorization: `Bearer ${accessToken}` } });
+
+  return {
+    wrong_password: wrongPassword,
+    login_response_keys: Object.keys(login).sort(),
+    profile,
+    login: { project: active.project, profile: active.profile, has_refresh_token: Boolean(active.refreshToken) },
+    access_token_claims: decodeJwtPayload(accessToken),
+    me: { user: me.user, project: me.project, profile: me.profile, membership: me.membership },
+    after_sign_out: afterSignOut,
+    old_token_after_sign_out: oldToken,
+    calls,
+  };
+});

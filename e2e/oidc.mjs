@@ -1,0 +1,144 @@
+// openid-client 6 (a certified OpenID Connect relying party) against the live server:
+// discovery, authorization code + PKCE S256 + state + nonce through our sign-in and consent pages
+// in headless Chromium, full ID token validation (iss, aud, nonce, exp, signature via JWKS, RFC 9207
+// iss), UserInfo, refresh, revocation, prompt=none with the browser session, RP-initiated logout.
+//
+// Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_REDIRECT_URI, E2E_POST_LOGOUT_URI, E2E_EMAIL, E2E_PASSWORD,
+//      E2E_ARTIFACTS (screenshots), E2E_CHROMIUM.
+import * as client from 'openid-client';
+
+import { browserAuthorize, decodeJwtPayload, env, launchBrowser, log, run } from './lib/common.mjs';
+
+async function expectOAuthError(promise) {
+  try {
+    await promise;
+  } catch (err) {
+    return { name: err.name, code: err.code, error: err.error, status: err.status,
+             error_description: err.error_description };
+  }
+  throw new Error('expected an OAuth error, the call succeeded');
+}
+
+await run(async () => {
+  const issuer = env('E2E_ISSUER');
+  const clientId = env('E2E_CLIENT_ID');
+  const redirectUri = env('E2E_REDIRECT_URI');
+  const postLogoutUri = env('E2E_POST_LOGOUT_URI');
+  const email = env('E2E_EMAIL');
+  const password = env('E2E_PASSWORD');
+
+  // The issuer is http://127.0.0.1:<port>: openid-client refuses plain HTTP unless told, and that
+  // is the only check relaxed here.
+  const config = await client.discovery(new URL(issuer), clientId, { redirect_uris: [redirectUri] },
+    client.None(), { execute: [client.allowInsecureRequests] });
+  const metadata = config.serverMetadata();
+  log('discovered', metadata.issuer);
+
+  const browser = await launchBrowser();
+  try {
+    const context = await browser.newContext();
+
+    // 1. Code flow with PKCE S256, state and nonce; consent for the scopes beyond openid.
+    const verifier = client.randomPKCECodeVerifier();
+    const state = client.randomState();
+    const nonce = client.randomNonce();
+    const scope = 'openid profile email offline_access';
+    const authorizeUrl = client.buildAuthorizationUrl(config, {
+      redirect_uri: redirectUri, scope, state, nonce,
+      code_challenge: await client.calculatePKCECodeChallenge(verifier), code_challenge_method: 'S256',
+    });
+    const first = await browserAuthorize({ context, authorizeUrl: authorizeUrl.href, redirectUri, email, password,
+                                           shotPrefix: 'openid-client' });
+    const callbackParams = Object.fromEntries(new URL(first.callbackUrl).searchParams);
+    const tokens = await client.authorizationCodeGrant(config, new URL(first.callbackUrl), {
+      pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce, idTokenExpected: true,
+    });
+    const claims = tokens.claims();
+    log('id token claims', claims);
+
+    // 2. UserInfo, with the subject check against the ID token.
+    const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
+
+    // 3. Refresh (rotation): a new refresh token; a new ID token, if any, validated again.
+    const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
+    const refreshedClaims = refreshed.claims?.();
+    // The rotated-out refresh token is refused: reuse revokes the whole token family.
+    const reuse = await expectOAuthError(client.refreshTokenGrant(config, tokens.refresh_token));
+    const afterReuse = await expectOAuthError(client.refreshTokenGrant(config, refreshed.refresh_token));
+
+    // 4. prompt=none with the browser's session at the server: no page, a code straight away.
+    const verifier2 = client.randomPKCECodeVerifier();
+    const state2 = client.randomState();
+    const nonce2 = client.randomNonce();
+    const silentUrl = client.buildAuthorizationUrl(config, {
+      redirect_uri: redirectUri, scope, state: state2, nonce: nonce2, prompt: 'none',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier2), code_challenge_method: 'S256',
+    });
+    const silent = await browserAuthorize({ context, authorizeUrl: silentUrl.href, redirectUri, email, password,
+                                            expectSignIn: false });
+    const silentTokens = await client.authorizationCodeGrant(config, new URL(silent.callbackUrl), {
+      pkceCodeVerifier: verifier2, expectedState: state2, expectedNonce: nonce2, idTokenExpected: true,
+    });
+    const silentClaims = silentTokens.claims();
+
+    // 5. Revocation (RFC 7009) of the refresh token; then refresh fails with invalid_grant.
+    await client.tokenRevocation(config, silentTokens.refresh_token);
+    const afterRevoke = await expectOAuthError(client.refreshTokenGrant(config, silentTokens.refresh_token));
+
+    // 6. RP-initiated logout in the browser, then prompt=none must answer login_required.
+    const logoutState = client.randomState();
+    const endSession = client.buildEndSessionUrl(config, {
+      id_token_hint: silentTokens.id_token, post_logout_redirect_uri: postLogoutUri, state: logoutState,
+    });
+    const logoutPage = await context.newPage();
+    let logoutLanding;
+    logoutPage.on('request', (request) => {
+      if (request.url().startsWith(postLogoutUri)) logoutLanding = request.url();
+    });
+    await logoutPage.goto(endSession.href).catch((err) => { if (!logoutLanding) throw err; });
+    await logoutPage.close();
+    const state3 = client.randomState();
+    const verifier3 = client.randomPKCECodeVerifier();
+    const afterLogoutUrl = client.buildAuthorizationUrl(config, {
+      redirect_uri: redirectUri, scope: 'openid', state: state3, prompt: 'none',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier3), code_challenge_method: 'S256',
+    });
+    const afterLogout = await browserAuthorize({ context, authorizeUrl: afterLogoutUrl.href, redirectUri, email,
+                                                 password, expectSignIn: false });
+    const loginRequired = await expectOAuthError(client.authorizationCodeGrant(
+      config, new URL(afterLogout.callbackUrl), { pkceCodeVerifier: verifier3, expectedState: state3 }));
+
+    return {
+      issuer: metadata.issuer,
+      metadata: {
+        authorization_response_iss_parameter_supported: metadata.authorization_response_iss_parameter_supported,
+        code_challenge_methods_supported: metadata.code_challenge_methods_supported,
+        end_session_endpoint: metadata.end_session_endpoint,
+      },
+      browser_steps: first.steps,
+      screenshots: first.screenshots,
+      callback_params: Object.keys(callbackParams).sort(),
+      callback_iss: callbackParams.iss,
+      token_type: tokens.token_type,
+      scope: tokens.scope,
+      expires_in: tokens.expires_in,
+      has_refresh_token: Boolean(tokens.refresh_token),
+      id_token_header: JSON.parse(Buffer.from(tokens.id_token.split('.')[0], 'base64url').toString()),
+      id_token_claims: claims,
+      access_token_claims: decodeJwtPayload(tokens.access_token),
+      userinfo,
+      refresh: {
+        new_refresh_token: Boolean(refreshed.refresh_token) && refreshed.refresh_token !== tokens.refresh_token,
+        new_access_token: refreshed.access_token !== tokens.access_token,
+        id_token_claims: refreshedClaims ?? null,
+        reuse_error: reuse,
+        after_reuse_error: afterReuse,
+      },
+      silent: { steps: silent.steps, sub: silentClaims.sub, nonce_ok: silentClaims.nonce === nonce2 },
+      revocation: { after_revoke_error: afterRevoke },
+      logout: { landing: logoutLanding ?? null, state: logoutState, after_logout_error: loginRequired },
+    };
+  } finally {
+    await browser.close();
+  }
+});

@@ -1,0 +1,16 @@
+"""Settings of the e2e tests' gunicorn server: the test settings on the test session's database.
+
+``MEDPLUM_E2E_DATABASE`` is the JSON of the session's ``connection.settings_dict`` (the test
+database pytest-django created), so the server and the tests see the same rows. The issuer comes
+from ``MEDPLUM_ISSUER`` as in production. Static files are served from the apps (no collectstatic),
+so the screenshots show the real styling.
+"""
+
+import json
+import os
+
+from tests.settings import *  # noqa: F403
+
+DATABASES = {"default": json.loads(os.environ["MEDPLUM_E2E_DATABASE"])}
+WHITENOISE_USE_FINDERS = True
+STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405

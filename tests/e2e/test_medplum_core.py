@@ -1,0 +1,78 @@
+"""@medplum/core 5.2.13 ``MedplumClient`` against the live server (drop-in Medplum compatibility)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+ACCESS_TOKEN_LIFETIME = 12  # seconds: short, so an ordinary API call soon has to refresh first
+
+
+@pytest.mark.spec("Medplum headless recipe: processCode → /auth/me; refreshGracePeriod refresh; signOut")
+def test_medplum_core_redirect_login_refresh_and_sign_out(seed, run_node):
+    data = seed(access_token_lifetime=ACCESS_TOKEN_LIFETIME)
+    out = run_node("medplum-redirect.mjs", data, E2E_ACCESS_TOKEN_LIFETIME=str(ACCESS_TOKEN_LIFETIME))
+    membership = data.membership
+
+    # processCode resolved to the Patient profile from /auth/me (so the token response carried
+    # project and profile, and the JWT login_id, client_id and exp that the client reads).
+    assert out["profile"]["resourceType"] == "Patient"
+    assert out["profile"]["id"] == membership.profile_id
+    assert out["get_profile"] == out["profile"]
+    assert out["login"]["profile"]["reference"] == f"Patient/{membership.profile_id}"
+    assert out["login"]["project"]["reference"] == f"Project/{data.project.pk}"
+    assert out["access_token_claims"]["client_id"] == data.client.client_id
+    claims = out["access_token_claims"]
+    assert claims["exp"] - claims["iat"] == ACCESS_TOKEN_LIFETIME  # the client's own lifetime applies
+    assert out["browser_steps"][0] == "signin" and "consent" in out["browser_steps"]
+    # The code exchange sent the verifier from storage (an S256 request without it would fail).
+    token_calls = [c for c in out["calls"] if c["path"] == "/oauth2/token"]
+    assert token_calls[0] == {"method": "POST", "path": "/oauth2/token", "status": 200,
+                              "grant_type": "authorization_code"}
+
+    # The API call made inside the grace period refreshed first, on its own, exactly once.
+    refresh = out["refresh"]
+    assert refresh["access_token_changed"] and refresh["refresh_token_changed"] and refresh["new_exp_later"]
+    grants = [c.get("grant_type") for c in refresh["calls"] if c["path"] == "/oauth2/token"]
+    assert grants == ["refresh_token"], refresh["calls"]
+    assert refresh["me_profile_id"] == membership.profile_id
+    assert len(token_calls) == 2, "the client must not loop refreshing"
+
+    # signOut() posted to /oauth2/logout with the Bearer token (200) and revoked the login.
+    sign_out = out["sign_out"]
+    assert [(c["method"], c["path"], c["status"]) for c in sign_out["calls"]] == [("POST", "/oauth2/logout", 200)]
+    assert sign_out["active_login"] is None
+    assert sign_out["me_with_old_token"]["status"] == 401
+    assert sign_out["me_with_old_token"]["wwwAuthenticate"].startswith("Bearer")
+    assert sign_out["userinfo_with_old_token"]["status"] == 401
+    assert sign_out["refresh_with_current_token"]["status"] == 400
+    assert sign_out["refresh_with_current_token"]["body"]["error"] == "invalid_grant"
+    assert sign_out["refresh_with_rotated_out_token"]["body"]["error"] == "invalid_grant"
+
+
+@pytest.mark.spec("Medplum embedded login: startLogin → /auth/login {login, code} → processCode")
+def test_medplum_core_embedded_login(seed, run_node):
+    data = seed()
+    out = run_node("medplum-embedded.mjs", data)
+    membership = data.membership
+
+    # A wrong password reaches the caller as Medplum's OperationOutcome, with its message.
+    wrong = out["wrong_password"]
+    assert wrong["name"] == "OperationOutcomeError"
+    assert wrong["outcome"]["resourceType"] == "OperationOutcome"
+    assert "password" in wrong["message"].lower()
+
+    assert out["login_response_keys"] == ["code", "login"]
+    assert out["profile"]["resourceType"] == "Patient" and out["profile"]["id"] == membership.profile_id
+    assert out["login"]["has_refresh_token"]
+    assert out["login"]["profile"]["reference"] == f"Patient/{membership.profile_id}"
+    assert out["me"]["profile"]["id"] == membership.profile_id
+    assert out["me"]["project"]["id"] == str(data.project.pk)
+    assert out["me"]["user"]["email"] == data.email
+
+    # After signOut() the client has no login and the server refuses the old token.
+    assert out["after_sign_out"] == {"name": "OperationOutcomeError", "message": "Unauthorized"}
+    assert out["old_token_after_sign_out"]["status"] == 401
+    paths = [(c["method"], c["path"]) for c in out["calls"]]
+    assert ("POST", "/auth/login") in paths and ("POST", "/oauth2/logout") in paths

@@ -1,0 +1,64 @@
+"""openid-client 6 (a certified OpenID Connect RP) against the live server, through our pages in Chromium."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import POST_LOGOUT_URI
+
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+
+@pytest.mark.spec("OIDC Core 3.1 (code flow), RFC 7636 S256, RFC 9207 iss, OIDC Core 12 refresh, RFC 7009, "
+                  "OIDC RP-Initiated Logout 1.0, OIDC Core 3.1.2.6 login_required")
+def test_openid_client_code_flow(seed, run_node, live_gunicorn):
+    data = seed()
+    out = run_node("oidc.mjs", data)
+    issuer = live_gunicorn.url
+    membership = data.membership
+
+    # Discovery accepted (issuer equality is checked by openid-client) and advertises RFC 9207.
+    assert out["issuer"] == issuer
+    assert out["metadata"]["authorization_response_iss_parameter_supported"] is True
+    assert out["metadata"]["code_challenge_methods_supported"] == ["S256"]
+
+    # The browser saw our sign-in page and then the consent page for the scopes beyond openid.
+    steps = out["browser_steps"]
+    assert steps[0] == "signin" and "consent" in steps
+    assert "consent-scopes:openid profile email offline_access" in steps
+    assert {"code", "state", "iss"} <= set(out["callback_params"]) and out["callback_iss"] == issuer
+
+    # authorizationCodeGrant validated the ID token (signature via JWKS, iss, aud, nonce, exp, iat).
+    claims = out["id_token_claims"]
+    assert claims["iss"] == issuer
+    assert claims["aud"] == data.client.client_id
+    assert claims["sub"] == str(membership.user_id)
+    assert claims["email"] == data.email and claims["given_name"] == "Pat" and claims["family_name"] == "Lee"
+    assert out["id_token_header"]["alg"] == "RS256" and out["id_token_header"]["kid"]
+    assert out["token_type"].lower() == "bearer" and out["has_refresh_token"]
+    assert set(out["scope"].split()) == {"openid", "profile", "email", "offline_access"}
+    assert out["access_token_claims"]["client_id"] == data.client.client_id
+
+    # UserInfo passed openid-client's subject check and returns the scope's claims.
+    assert out["userinfo"]["sub"] == claims["sub"]
+    assert out["userinfo"]["email"] == data.email
+
+    # Refresh rotates both tokens; any new ID token passed validation again for the same subject.
+    refresh = out["refresh"]
+    assert refresh["new_refresh_token"] and refresh["new_access_token"]
+    if refresh["id_token_claims"]:
+        assert refresh["id_token_claims"]["sub"] == claims["sub"]
+    # Reusing the rotated-out refresh token is refused and revokes the family (RFC 9700 §4.14.2).
+    assert refresh["reuse_error"]["error"] == "invalid_grant"
+    assert refresh["after_reuse_error"]["error"] == "invalid_grant"
+
+    # prompt=none reuses the server session: no page at all, a fresh code and a valid ID token.
+    assert out["silent"]["steps"] == [] and out["silent"]["sub"] == claims["sub"] and out["silent"]["nonce_ok"]
+
+    # RFC 7009 revocation: the revoked refresh token no longer works.
+    assert out["revocation"]["after_revoke_error"]["error"] == "invalid_grant"
+
+    # RP-initiated logout with id_token_hint lands on the registered URI with the state; after it,
+    # prompt=none answers login_required (openid-client parsed the error redirect, iss included).
+    assert out["logout"]["landing"] == f"{POST_LOGOUT_URI}?state={out['logout']['state']}"
+    assert out["logout"]["after_logout_error"]["error"] == "login_required"

@@ -1,0 +1,120 @@
+"""The effective policy engine: rules ∩ SMART scopes ∩ patient context (table-driven)."""
+
+from __future__ import annotations
+
+import pytest
+
+from medplum_auth.access import COMPARTMENT_PARAM, compile_policy, explain, parse_request_line
+from medplum_auth.policies import validate_rules
+
+PATIENT = "Patient/p1"
+PARAMS = {"patient": PATIENT, "profile": PATIENT}
+
+PATIENT_POLICY = validate_rules([
+    {"resourceType": "Patient", "criteria": "Patient?_id=%patient.id", "interaction": ["read", "search"]},
+    {"resourceType": "Observation", "criteria": "Observation?subject=%patient", "readonly": True,
+     "hiddenFields": ["note"]},
+    {"resourceType": "Questionnaire", "interaction": ["read", "search"]},
+])
+
+
+@pytest.mark.parametrize(("rules", "scopes", "patient", "resource_type", "interaction", "outcome", "filters"), [
+    # No policy = full access (Medplum legacy); no SMART resource scopes = policy alone.
+    (None, ["openid"], None, "Observation", "delete", "allowed", ()),
+    (PATIENT_POLICY, ["openid"], None, "Patient", "read", "filtered", ((("_id", "p1"),),)),
+    (PATIENT_POLICY, ["openid"], None, "Patient", "update", "forbidden", ()),
+    (PATIENT_POLICY, [], None, "Observation", "search", "filtered", ((("subject", PATIENT),),)),
+    (PATIENT_POLICY, [], None, "Observation", "create", "forbidden", ()),
+    (PATIENT_POLICY, [], None, "Questionnaire", "search", "allowed", ()),
+    (PATIENT_POLICY, [], None, "Condition", "read", "forbidden", ()),
+    # SMART v1 / v2 narrow interactions; never widen past the policy.
+    (None, ["user/Observation.read"], None, "Observation", "search", "allowed", ()),
+    (None, ["user/Observation.read"], None, "Observation", "update", "forbidden", ()),
+    (None, ["user/Observation.read"], None, "Condition", "read", "forbidden", ()),
+    (None, ["user/*.cruds"], None, "Condition", "delete", "allowed", ()),
+    (None, ["user/Observation.rs"], None, "Observation", "history", "allowed", ()),
+    (None, ["user/Observation.s"], None, "Observation", "read", "forbidden", ()),
+    (PATIENT_POLICY, ["user/Observation.cruds"], None, "Observation", "update", "forbidden", ()),
+    (PATIENT_POLICY, ["user/*.*"], None, "Condition", "read", "forbidden", ()),
+    # v2 constraints AND into the criteria.
+    (None, ["user/Observation.rs?category=laboratory"], None, "Observation", "search", "filtered",
+     ((("category", "laboratory"),),)),
+    (PATIENT_POLICY, ["user/Observation.rs?category=laboratory"], None, "Observation", "search", "filtered",
+     ((("subject", PATIENT), ("category", "laboratory")),)),
+    # patient/ scopes confine to the patient context, and grant nothing without one.
+    (None, ["patient/Observation.rs"], PATIENT, "Observation", "search", "filtered",
+     (((COMPARTMENT_PARAM, PATIENT),),)),
+    (None, ["patient/Observation.rs"], None, "Observation", "search", "forbidden", ()),
+    (None, ["patient/*.read"], PATIENT, "Condition", "read", "filtered", (((COMPARTMENT_PARAM, PATIENT),),)),
+    # Malformed scopes grant nothing (and do not switch SMART narrowing off).
+    (None, ["patient/Observation.sr", "user/Observation.read"], None, "Observation", "read", "allowed", ()),
+    (None, ["patient/Observation.sr"], None, "Observation", "read", "allowed", ()),
+    (None, ["user/Observation.write?x=1"], None, "Observation", "update", "allowed", ()),
+])
+def test_decide(rules, scopes, patient, resource_type, interaction, outcome, filters):
+    policy = compile_policy(rules, PARAMS, scopes, patient)
+    decision = policy.decide(resource_type, interaction)
+    assert decision.outcome == outcome
+    assert decision.filters == filters
+
+
+def test_malformed_scopes_alone_leave_the_policy_in_charge():
+    """A token whose only SMART-looking scopes are malformed is treated as having none: the
+    policy alone applies, so a malformed scope can never add access the policy lacks."""
+    policy = compile_policy(PATIENT_POLICY, PARAMS, ["patient/Observation.sr", "user/*.write?x"], PATIENT)
+    assert policy.decide("Condition", "read").outcome == "forbidden"
+    assert policy.decide("Observation", "search").filters == ((("subject", PATIENT),),)
+
+
+def test_unbound_parameter_drops_the_rule():
+    rules = validate_rules([{"resourceType": "Observation", "criteria": "Observation?performer=%practitioner"}])
+    assert compile_policy(rules, PARAMS).decide("Observation", "read").outcome == "forbidden"
+
+
+def test_hidden_and_readonly_fields_of_first_matching_rule():
+    rules = validate_rules([
+        {"resourceType": "Patient", "hiddenFields": ["birthDate"], "readonlyFields": ["identifier"]},
+        {"resourceType": "*", "hiddenFields": ["text"]},
+    ])
+    policy = compile_policy(rules, PARAMS)
+    assert policy.hidden_fields("Patient") == ("birthDate",)
+    assert policy.readonly_fields("Patient") == ("identifier",)
+    assert policy.hidden_fields("Observation") == ("text",)
+
+
+def test_describe_in_plain_words():
+    lines = compile_policy(PATIENT_POLICY, PARAMS, ["patient/Observation.rs"], PATIENT).describe()
+    assert lines == ["May read, vread, history and search Observation where subject = Patient/p1 and "
+                     "it belongs to Patient/p1; hidden: note"]
+    assert compile_policy([], PARAMS).describe() == ["May do nothing"]
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("GET Observation?subject=Patient/1", ("search", "Observation", None, (("subject", "Patient/1"),))),
+    ("GET /fhir/R4/Patient/123", ("read", "Patient", "123", ())),
+    ("GET Patient/123/_history", ("history", "Patient", "123", ())),
+    ("GET Patient/123/_history/2", ("vread", "Patient", "123", ())),
+    ("POST Observation", ("create", "Observation", None, ())),
+    ("PUT Observation/9", ("update", "Observation", "9", ())),
+    ("delete Observation/9", ("delete", "Observation", "9", ())),
+])
+def test_parse_request_line(line, expected):
+    assert parse_request_line(line) == expected
+
+
+@pytest.mark.parametrize("line", ["GET", "PATCH Observation/1", "GET observation", "PUT Observation", ""])
+def test_parse_request_line_rejects(line):
+    with pytest.raises(ValueError):
+        parse_request_line(line)
+
+
+@pytest.mark.parametrize(("line", "outcome", "text"), [
+    ("GET Observation?subject=Patient/456", "filtered",
+     "Filtered: only Observation resources where (subject = Patient/p1) are returned."),
+    ("GET Patient/p1", "filtered", "Filtered: Patient/p1 is reachable only if (_id = p1); otherwise 404 Not Found."),
+    ("PUT Patient/p1", "forbidden", "403 Forbidden: no rule allows update on Patient."),
+    ("GET Questionnaire/q", "allowed", "Allowed: read on any Questionnaire."),
+])
+def test_explain(line, outcome, text):
+    decision = explain(compile_policy(PATIENT_POLICY, PARAMS), line)
+    assert (decision.outcome, decision.reason) == (outcome, text)

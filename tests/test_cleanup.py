@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from medplum_auth.models import Login, UsedClientAssertion
+from tests.factories import ClientApplicationFactory, MembershipFactory
+
+
+def make_login(client, membership, *, age_days: int, refresh_expires_in_days: int | None = None,
+               revoked_days_ago: int | None = None) -> Login:
+    now = timezone.now()
+    login = Login.objects.create(user=membership.user, client=client, project=client.project, membership=membership,
+                                 auth_time=now, scope="openid")
+    fields = {"created": now - timedelta(days=age_days)}
+    if refresh_expires_in_days is not None:
+        fields["refresh_expires_at"] = now + timedelta(days=refresh_expires_in_days)
+    if revoked_days_ago is not None:
+        fields["revoked_at"] = now - timedelta(days=revoked_days_ago)
+    Login.objects.filter(pk=login.pk).update(**fields)
+    return login
+
+
+@pytest.mark.django_db
+def test_cleanup_deletes_only_dead_old_logins(project):
+    client = ClientApplicationFactory(project=project)
+    member = MembershipFactory(project=project)
+    old_no_refresh = make_login(client, member, age_days=40)
+    old_expired_refresh = make_login(client, member, age_days=40, refresh_expires_in_days=-1)
+    old_revoked = make_login(client, member, age_days=40, refresh_expires_in_days=5, revoked_days_ago=35)
+    old_live_refresh = make_login(client, member, age_days=40, refresh_expires_in_days=3)
+    recent = make_login(client, member, age_days=2)
+    UsedClientAssertion.objects.create(jti_digest="a" * 64, expires_at=timezone.now() - timedelta(minutes=1))
+    UsedClientAssertion.objects.create(jti_digest="b" * 64, expires_at=timezone.now() + timedelta(minutes=5))
+
+    out = StringIO()
+    call_command("medplum_cleanup", "--json", stdout=out)
+
+    assert json.loads(out.getvalue()) == {"deleted": {"logins": 3, "client_assertions": 1}, "days": 30}
+    remaining = set(Login.objects.values_list("pk", flat=True))
+    assert remaining == {old_live_refresh.pk, recent.pk}
+    assert not {old_no_refresh.pk, old_expired_refresh.pk, old_revoked.pk} & remaining
+    assert list(UsedClientAssertion.objects.values_list("jti_digest", flat=True)) == ["b" * 64]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("days", ["0", "-3"])
+def test_cleanup_refuses_a_window_shorter_than_token_lifetime(project, days):
+    client = ClientApplicationFactory(project=project)
+    member = MembershipFactory(project=project)
+    make_login(client, member, age_days=40)
+    with pytest.raises(CommandError, match="--days must be at least 1"):
+        call_command("medplum_cleanup", "--days", days, stdout=StringIO())
+    assert Login.objects.count() == 1
