@@ -1,1 +1,1 @@
-"""FHIR R4 resource server on DRF. Endpoints arrive with the FHIR API issue."""
+"""FHIR R4 resource server on DRF (`/fhir/R4`), enforcing SMART scopes and access policies."""

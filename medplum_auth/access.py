@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .policies import INTERACTIONS, substitute_parameters
+from django.core.exceptions import ValidationError
+
+from .policies import INTERACTIONS, substitute_parameters, validate_rules
 from .scopes import ResourceScope, parse_resource_scope
 
 # SMART v2 permission letters → FHIR interactions.
@@ -112,6 +114,13 @@ def _join(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1] if words else "nothing"
 
 
+def _grant_type(rule: dict[str, Any]) -> str:
+    """A ``*`` rule with ``Observation?…`` criteria grants on Observation only."""
+    if rule["resourceType"] == "*" and rule.get("criteria"):
+        return rule["criteria"].partition("?")[0]
+    return rule["resourceType"]
+
+
 def _criteria(text: str | None) -> Criteria:
     if not text:
         return ()
@@ -131,10 +140,17 @@ def compile_policy(
     legacy default); ``parameters`` fill ``%patient``/``%profile``; ``scopes`` are the token's
     scopes; ``patient`` is the patient context (``Patient/<id>``) for ``patient/`` scopes.
     """
-    base = substitute_parameters(rules, parameters) if rules is not None else [
-        {"resourceType": "*", "interaction": list(INTERACTIONS)}]
+    if rules is None:
+        base = [{"resourceType": "*", "interaction": list(INTERACTIONS)}]
+    else:
+        try:
+            # Normalise here too (readonly → interactions …): a stored policy that skipped
+            # validation must never grant more than it says; an invalid one grants nothing.
+            base = substitute_parameters(validate_rules(rules), parameters)
+        except ValidationError:
+            return EffectivePolicy([])
     policy_grants = [
-        Grant(r["resourceType"], frozenset(r.get("interaction", INTERACTIONS)), _criteria(r.get("criteria")),
+        Grant(_grant_type(r), frozenset(r["interaction"]), _criteria(r.get("criteria")),
               tuple(r.get("hiddenFields", ())), tuple(r.get("readonlyFields", ())))
         for r in base
     ]
@@ -219,3 +235,23 @@ def explain(policy: EffectivePolicy, line: str) -> Decision:
         target = f"{resource_type}/{resource_id}" if resource_id else f"the new {resource_type}"
         why = f"Filtered: {target} is reachable only if {alternatives}; otherwise 404 Not Found."
     return Decision("filtered", filters=decision.filters, reason=why)
+
+
+def login_inputs(*, membership: Any = None, client: Any = None) -> tuple[list[dict[str, Any]] | None,
+                                                                          dict[str, str], str | None]:
+    """``(rules, parameters, patient context)`` of a login, for :func:`compile_policy`.
+
+    The one place that decides them, for the FHIR API and the Project Admin preview alike:
+
+    * a member: the membership's policy (``None`` = full access) and parameters (``%profile``,
+      ``%patient`` defaulting to the profile); a Patient member's own profile is the patient context;
+    * a client acting for itself (client_credentials): the client's policy, with ``%profile`` and
+      ``%patient`` both the client (Medplum's default); no patient context.
+    """
+    if membership is not None:
+        policy = membership.access_policy
+        patient = membership.profile if membership.profile_type == "Patient" else None
+        return (policy.resources if policy else None), membership.policy_parameters(), patient
+    reference = client.reference
+    policy = client.access_policy
+    return (policy.resources if policy else None), {"profile": reference, "patient": reference}, None

@@ -10,16 +10,13 @@ their (encrypted) private key.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 from typing import Any
 
 # DOT's admin module registers DOT's ApplicationAdmin for our swapped model, which would show
 # the secret field. Importing it here forces its registrations before we replace that one,
 # whatever the order of INSTALLED_APPS.
 import oauth2_provider.admin  # noqa: F401
-from cryptography.fernet import Fernet, InvalidToken
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.exceptions import DisallowedModelAdminToField
@@ -39,7 +36,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
-from . import services
+from . import onetime, services
 from .forms import (
     AccessPolicyForm,
     ClientApplicationForm,
@@ -61,21 +58,12 @@ from .models import (
 )
 
 SECRET_TEMPLATE = "admin/medplum_auth/clientapplication/secret.html"
-SECRET_SESSION_PREFIX = "medplum_auth.client_secret."
-#: How long a new secret waits in the session for its one GET.
-SECRET_DISPLAY_SECONDS = 300
 
 
 class HttpResponseSeeOther(HttpResponseRedirect):
     """303: the browser follows with a GET, so reloading the next page never re-sends the POST."""
 
     status_code = 303
-
-
-def _secret_session_key(token: str) -> str:
-    # The session holds a hash of the URL token, never the token: the token is the key that
-    # decrypts the stored secret, so neither the session store nor the URL alone reveals it.
-    return SECRET_SESSION_PREFIX + hashlib.sha256(token.encode()).hexdigest()
 
 
 def _error_text(exc: ValidationError) -> str:
@@ -381,23 +369,8 @@ class ClientApplicationAdmin(ServiceAdmin):
     @sensitive_variables("secret")
     def redirect_to_secret(self, request: HttpRequest, client: ClientApplication, secret: str, *,
                            rotated: bool = False) -> HttpResponse:
-        """Post/Redirect/Get: keep ``secret`` for exactly one GET of :meth:`secret_view`; answer 303.
-
-        The session gets the secret encrypted under a fresh key that only the redirect URL
-        carries, and expires after :data:`SECRET_DISPLAY_SECONDS`.
-        """
-        token = Fernet.generate_key().decode()
-        session = request.session
-        now = time.time()
-        for key in [k for k in session.keys() if k.startswith(SECRET_SESSION_PREFIX)]:  # noqa: SIM118 (no __iter__)
-            if session[key].get("expires", 0) <= now:
-                del session[key]
-        session[_secret_session_key(token)] = {
-            "client": str(client.pk),
-            "rotated": rotated,
-            "expires": now + SECRET_DISPLAY_SECONDS,
-            "secret": Fernet(token).encrypt(secret.encode()).decode(),
-        }
+        """Post/Redirect/Get: keep ``secret`` for exactly one GET of :meth:`secret_view`; answer 303."""
+        token = onetime.stash(request, "client-secret", client.pk, {"secret": secret, "rotated": rotated})
         return HttpResponseSeeOther(reverse(f"{self.admin_site.name}:medplum_auth_clientapplication_secret",
                                             args=[client.pk, token]))
 
@@ -411,13 +384,8 @@ class ClientApplicationAdmin(ServiceAdmin):
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         if not self.has_change_permission(request, client):
             raise PermissionDenied
-        entry = request.session.pop(_secret_session_key(token), None) or {}
-        secret = None
-        if entry.get("client") == str(client.pk) and entry.get("expires", 0) > time.time():
-            try:
-                secret = Fernet(token).decrypt(entry["secret"].encode()).decode()
-            except (InvalidToken, KeyError, TypeError, ValueError):
-                secret = None
+        entry = onetime.take(request, token, "client-secret", client.pk) or {}
+        secret = entry.get("secret") if isinstance(entry.get("secret"), str) else None
         rotated = bool(entry.get("rotated"))
         title = _("Client secret rotated") if rotated else _("Client created") if entry else _("Client secret")
         return self.render_secret(request, client, secret, title=title, rotated=rotated)

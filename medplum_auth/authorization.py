@@ -23,6 +23,7 @@ from . import scopes as scope_utils
 from . import tokens
 from .conf import auth_settings
 from .models import ClientApplication, Consent, ProjectMembership
+from .queries import one_or_none
 from .server import get_server
 
 SESSION_KEY = "medplum_authz"
@@ -82,8 +83,12 @@ def start(request: HttpRequest, params: dict[str, str]) -> HttpResponse:
         "created": int(time.time()),
         "started": time.time(),
     }
-    rid = _store(request, pending)
-    return resume(request, rid)
+    # The client row oauthlib's validation just loaded (and found active); the request is parked
+    # in the session only if it needs a page, so a signed-in silent authorization writes nothing.
+    client = getattr(info.get("request"), "client", None)
+    if not isinstance(client, ClientApplication) or client.client_id != info["client_id"]:
+        client = client_for(pending)
+    return _advance(request, None, pending, client)
 
 
 def _fatal_message(exc: errors.OAuth2Error) -> str:
@@ -150,7 +155,7 @@ def expired_page(request: HttpRequest) -> HttpResponse:
 
 
 def client_for(pending: dict[str, Any]) -> ClientApplication | None:
-    client = ClientApplication.objects.select_related("project").filter(client_id=pending["client_id"]).first()
+    client = one_or_none(ClientApplication.objects.select_related("project").filter(client_id=pending["client_id"]))
     return client if client and client.is_active else None
 
 
@@ -188,23 +193,38 @@ def resume(request: HttpRequest, rid: str) -> HttpResponse:
     pending = load(request, rid)
     if pending is None:
         return expired_page(request)
+    return _advance(request, rid, pending, client_for(pending))
+
+
+def _advance(request: HttpRequest, rid: str | None, pending: dict[str, Any],
+             client: ClientApplication | None) -> HttpResponse:
+    """:func:`resume` for a request parked under ``rid``, or (``rid`` ``None``) a new one that is
+    parked only when a page must be shown."""
     params, redirect_uri = pending["params"], pending["redirect_uri"]
     state = params.get("state")
     prompt = set(params.get("prompt", "").split())
-    client = client_for(pending)
+
+    def end() -> None:
+        if rid is not None:
+            discard(request, rid)
+
+    def page(name: str) -> HttpResponse:
+        parked = rid if rid is not None else _store(request, pending)
+        return HttpResponseRedirect(f"{reverse(name)}?{urlencode({'rid': parked})}")
+
     if client is None:
-        discard(request, rid)
+        end()
         return error_page(request, "Invalid request", "Client not found: the client is unknown or disabled.")
 
     if needs_sign_in(request, pending):
         if "none" in prompt:
-            discard(request, rid)
+            end()
             return error_redirect(redirect_uri, "login_required", "The user must sign in.", state)
-        return HttpResponseRedirect(f"{reverse('medplum_auth:signin')}?{urlencode({'rid': rid})}")
+        return page("medplum_auth:signin")
 
     memberships = memberships_for(request.user, client)
     if not memberships:
-        discard(request, rid)
+        end()
         return error_redirect(redirect_uri, "access_denied", "The user has no active profile in this project.",
                               state)
     membership = next((m for m in memberships if str(m.pk) == pending.get("membership")), None)
@@ -212,21 +232,21 @@ def resume(request: HttpRequest, rid: str) -> HttpResponse:
         if len(memberships) == 1:
             membership = memberships[0]
         elif "none" in prompt:
-            discard(request, rid)
+            end()
             return error_redirect(redirect_uri, "account_selection_required", "The user must choose a profile.",
                                   state)
         else:
-            return HttpResponseRedirect(f"{reverse('medplum_auth:profile')}?{urlencode({'rid': rid})}")
+            return page("medplum_auth:profile")
 
     granted = pending.get("granted")
     if granted is None:
         if needs_consent(request.user, client, pending["scopes"], prompt):
             if "none" in prompt:
-                discard(request, rid)
+                end()
                 return error_redirect(redirect_uri, "consent_required", "The user must approve the request.", state)
-            return HttpResponseRedirect(f"{reverse('medplum_auth:consent')}?{urlencode({'rid': rid})}")
+            return page("medplum_auth:consent")
         granted = pending["scopes"]
-    return complete(request, rid, pending, membership, granted)
+    return complete(request, rid, pending, membership, granted, client)
 
 
 def needs_consent(user: Any, client: ClientApplication, requested: list[str], prompt: set[str]) -> bool:
@@ -242,17 +262,24 @@ def record_consent(user: Any, client: ClientApplication, granted: list[str]) -> 
     Consent.objects.update_or_create(user=user, client=client, defaults={"scope": " ".join(granted)})
 
 
-def complete(request: HttpRequest, rid: str, pending: dict[str, Any], membership: ProjectMembership,
-             granted: list[str]) -> HttpResponse:
-    """Let oauthlib re-validate the original request and issue the code (RFC 6749 §4.1.2)."""
-    credentials = {
+def complete(request: HttpRequest, rid: str | None, pending: dict[str, Any], membership: ProjectMembership,
+             granted: list[str], client: ClientApplication | None = None) -> HttpResponse:
+    """Let oauthlib re-validate the original request and issue the code (RFC 6749 §4.1.2).
+
+    ``client``, loaded earlier in this HTTP request, spares the validator a second lookup; it
+    still checks that the client is active and is the one the request names.
+    """
+    credentials: dict[str, Any] = {
         "user": request.user,
         "membership": membership,
         "auth_time": _auth_time(request),
         "remote_addr": request.META.get("REMOTE_ADDR"),
         "user_agent": request.META.get("HTTP_USER_AGENT", ""),
     }
-    discard(request, rid)
+    if client is not None:
+        credentials["client"] = client
+    if rid is not None:
+        discard(request, rid)
     try:
         headers, _body, _status = get_server().create_authorization_response(
             authorize_uri(pending["params"]), "GET", None, {}, scopes=granted, credentials=credentials)

@@ -12,7 +12,8 @@ from typing import Any
 from django.http import HttpRequest
 
 from . import tokens
-from .models import Login
+from .models import ClientApplication, Login
+from .queries import one_or_none
 
 
 class BearerError(Exception):
@@ -53,8 +54,9 @@ def authenticate(token: str) -> AccessContext:
         claims = tokens.verify_access_token(token)
     except tokens.InvalidToken as exc:
         raise BearerError("invalid_token", "The access token is invalid or expired.") from exc
-    login = (Login.objects.select_related("user", "membership", "project", "client")
-             .filter(pk=claims["login_id"]).first())
+    logins = Login.objects.select_related(
+        "user", "membership__access_policy", "project", "client__access_policy").filter(pk=claims["login_id"])
+    login = one_or_none(logins)
     return AccessContext(claims=claims, login=check_login(login))
 
 
@@ -63,7 +65,7 @@ def check_login(login: Login | None) -> Login:
     and user active), else :class:`BearerError`. Shared by the API and introspection."""
     if login is None or login.revoked_at is not None:
         raise BearerError("invalid_token", "The access token has been revoked.")
-    if not login.project.active or not login.client.is_active:
+    if not login.project.active or login.client.status != ClientApplication.Status.ACTIVE:
         raise BearerError("invalid_token", "The client or project is disabled.")
     if login.membership_id and not login.membership.active:
         raise BearerError("invalid_token", "The profile is not active.")

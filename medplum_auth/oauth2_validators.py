@@ -23,10 +23,12 @@ from django.utils import timezone
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 
-from . import assertions, logins, revocation, tokens
+from . import assertions, logins, tokens
 from . import scopes as scope_utils
 from .conf import auth_settings
 from .models import ClientApplication, Login
+from .queries import one_or_none
+from .services import revoke_login
 
 log = logging.getLogger("medplum_auth.audit")
 
@@ -41,18 +43,6 @@ def token_digest(value: str) -> str:
 
 def generate_refresh_token(request: Any) -> str:
     return secrets.token_urlsafe(32)
-
-
-def revoke_login(login: Login, reason: str) -> None:
-    """Revoke a login and with it every token issued from it (idempotent).
-
-    The single-login fast path of :func:`medplum_auth.services.revoke_logins`; both write
-    through :func:`medplum_auth.revocation.revoke`.
-    """
-    if login.revoked_at is None:
-        _count, now = revocation.revoke(Login.objects.filter(pk=login.pk), reason)
-        login.revoked_at, login.revoked_reason = now, reason
-        log.info("login revoked login=%s reason=%s", login.pk, reason)
 
 
 def _basic_credentials(request: Any) -> str | None:
@@ -75,7 +65,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
             return client if client.is_active else None
         if not client_id or not isinstance(client_id, str) or "\x00" in client_id:
             return None
-        client = ClientApplication.objects.select_related("project").filter(client_id=client_id).first()
+        client = one_or_none(ClientApplication.objects.select_related("project").filter(client_id=client_id))
         if client is None or not client.is_active:
             request.client = None
             return None
@@ -197,16 +187,20 @@ class MedplumOAuth2Validator(OAuth2Validator):
         )
 
     def _login_for_code(self, code: str, lock: bool = False) -> Login | None:
+        # Not the client: it is request.client, checked against client_id (codes are user logins).
         if not code or not isinstance(code, str):
             return None
-        queryset = Login.objects.select_related("client", "project", "membership", "user")
+        queryset = Login.objects.select_related("project", "membership", "user")
         if lock:
             queryset = queryset.select_for_update(of=("self",))
-        return queryset.filter(code_digest=token_digest(code)).first()
+        return one_or_none(queryset.filter(code_digest=token_digest(code)))
 
     def get_authorization_code_scopes(self, client_id: str, code: str, redirect_uri: str, request: Any) -> list[str]:
-        login = self._login_for_code(code)
-        return scope_utils.split(login.scope) if login else []
+        """Only picks OAuth 2.0 or OpenID Connect handling; validate_code does the checks."""
+        if not code or not isinstance(code, str):
+            return []
+        scope = one_or_none(Login.objects.filter(code_digest=token_digest(code)).values_list("scope", flat=True))
+        return scope_utils.split(scope) if scope is not None else []
 
     def validate_code(self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any) -> bool:
         """RFC 6749 §4.1.3 and §10.5: bound to the client, unexpired, single use.
@@ -217,7 +211,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
         if login is None or login.client_id != client.pk:
             raise errors.InvalidGrantError(description="Invalid code", request=request)
         if login.code_redeemed_at is not None:
-            revoke_login(login, "authorization_code_replay")
+            revoke_login(login, reason="authorization_code_replay")
             raise errors.InvalidGrantError(description="Token already granted", request=request)
         if login.revoked_at is not None:
             raise errors.InvalidGrantError(description="Token revoked", request=request)
@@ -280,9 +274,10 @@ class MedplumOAuth2Validator(OAuth2Validator):
         login = getattr(request, "login", None)
         if login is None:
             client = request.client
+            now = timezone.now()  # tokens are issued in this same request (and transaction)
             login = Login.objects.create(
                 client=client, project=client.project, auth_method=Login.Method.CLIENT,
-                auth_time=timezone.now(), scope=" ".join(request.scopes or []),
+                auth_time=now, granted_at=now, scope=" ".join(request.scopes or []),
             )
             request.login = login
         return login
@@ -343,12 +338,12 @@ class MedplumOAuth2Validator(OAuth2Validator):
         if not refresh_token or not isinstance(refresh_token, str) or len(refresh_token) > 512:
             return refuse("Invalid refresh token")
         digest = token_digest(refresh_token)
-        queryset = Login.objects.select_related("client", "project", "membership", "user")
-        login = queryset.select_for_update(of=("self",)).filter(refresh_digest=digest).first()
+        queryset = Login.objects.select_related("project", "membership", "user")  # client: request.client
+        login = one_or_none(queryset.select_for_update(of=("self",)).filter(refresh_digest=digest))
         if login is None:
             replayed = Login.objects.filter(previous_refresh_digest=digest).first()
             if replayed is not None:
-                revoke_login(replayed, "refresh_token_reuse")
+                revoke_login(replayed, reason="refresh_token_reuse")
                 return refuse("Token revoked")
             return refuse("Invalid refresh token")
         if login.client_id != client.pk:

@@ -490,12 +490,18 @@ def ensure_signing_key() -> SigningKey:
     return keys.get_active_key() or rotate_signing_keys()
 
 
-@transaction.atomic
 def revoke_login(login: Login, *, reason: str) -> bool:
-    """Revoke one login, so every token issued from it stops working; ``False`` if it already was."""
-    count, _now = revocation.revoke(Login.objects.filter(pk=login.pk), reason)
+    """Revoke one login, so every token issued from it stops working; ``False`` if it already was.
+
+    The single-login path used by logout, revocation, code replay and refresh-token reuse; it
+    also updates ``login`` in memory.
+    """
+    if login.revoked_at is not None:
+        return False
+    count, now = revocation.revoke(Login.objects.filter(pk=login.pk), reason)
+    login.revoked_at, login.revoked_reason = now, reason
     if count:
-        logger.info("login revoked login=%s project=%s reason=%s", login.pk, login.project_id, reason)
+        logger.info("login revoked login=%s reason=%s project=%s", login.pk, reason, login.project_id)
     return bool(count)
 
 

@@ -32,6 +32,7 @@ CLOCK_SKEW = 30
 _lock = threading.Lock()
 _signer: tuple[float, Any, jwk.JWK] | None = None
 _public: dict[str, tuple[float, jwk.JWK | None, str]] = {}
+_algorithms: tuple[float, list[str]] | None = None
 
 
 class InvalidToken(Exception):
@@ -40,9 +41,10 @@ class InvalidToken(Exception):
 
 def clear_cache(**kwargs: Any) -> None:
     """Forget cached keys (connected to SigningKey saves; call after changing keys by hand)."""
-    global _signer
+    global _signer, _algorithms
     with _lock:
         _signer = None
+        _algorithms = None
         _public.clear()
 
 
@@ -76,6 +78,22 @@ def _public_key(kid: str) -> tuple[jwk.JWK | None, str]:
         _public.clear()
     _public[kid] = (now, key, algorithm)
     return key, algorithm
+
+
+def published_algorithms() -> list[str]:
+    """The ``alg`` of every published key (the JWK Set), cached like the keys themselves.
+
+    Discovery advertises these; its responses are cacheable for minutes anyway, so a
+    process-local copy that is at most ``CACHE_SECONDS`` old changes nothing for clients.
+    """
+    global _algorithms
+    now = time.monotonic()
+    cached = _algorithms
+    if cached and now - cached[0] < CACHE_SECONDS:
+        return cached[1]
+    algorithms = sorted({key.get("alg", auth_settings.SIGNING_ALGORITHM) for key in keys.jwks()["keys"]})
+    _algorithms = (now, algorithms)
+    return algorithms
 
 
 def sign(claims: dict[str, Any], typ: str = ID_TOKEN_TYPE) -> str:

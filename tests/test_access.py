@@ -118,3 +118,22 @@ def test_parse_request_line_rejects(line):
 def test_explain(line, outcome, text):
     decision = explain(compile_policy(PATIENT_POLICY, PARAMS), line)
     assert (decision.outcome, decision.reason) == (outcome, text)
+
+
+def test_unnormalised_readonly_rule_stays_read_only():
+    """Rules stored without validation (e.g. raw JSON) are normalised before granting."""
+    policy = compile_policy([{"resourceType": "Observation", "readonly": True}], PARAMS)
+    assert policy.decide("Observation", "read").outcome == "allowed"
+    assert policy.decide("Observation", "update").outcome == "forbidden"
+
+
+def test_invalid_stored_policy_grants_nothing():
+    policy = compile_policy([{"resourceType": "Observation", "interaction": ["write"]}], PARAMS)
+    assert policy.decide("Observation", "read").outcome == "forbidden"
+    assert policy.grants == []
+
+
+def test_wildcard_rule_with_criteria_grants_only_the_criteria_type():
+    policy = compile_policy([{"resourceType": "*", "criteria": "Observation?subject=%patient"}], PARAMS)
+    assert policy.decide("Observation", "search").filters == ((("subject", PATIENT),),)
+    assert policy.decide("Condition", "search").outcome == "forbidden"

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.urls import reverse
 from django.utils import timezone
 
-from medplum_auth import services
+from medplum_auth import onetime, services
 from medplum_auth.admin import ClientApplicationAdmin
 from medplum_auth.forms import AccessPolicyForm, ClientCreateForm, MembershipInviteForm
 from medplum_auth.models import (
@@ -270,7 +270,7 @@ def test_rotate_and_retire_secret_actions(admin_client, client_app):
 
 
 def secret_entries(client: Any) -> dict[str, Any]:
-    return {key: value for key, value in client.session.items() if key.startswith("medplum_auth.client_secret.")}
+    return {key: value for key, value in client.session.items() if key.startswith(onetime.SESSION_PREFIX)}
 
 
 def rotate(client: Any, client_app: ClientApplication) -> Any:
@@ -335,11 +335,11 @@ def test_secret_page_refuses_other_clients_tokens_and_posts(admin_client, projec
 
 
 def test_expired_secret_is_not_shown(admin_client, client_app, monkeypatch):
-    import medplum_auth.admin as admin_module
+    import medplum_auth.onetime as admin_module
 
     location = rotate(admin_client, client_app)["Location"]
     real_time = admin_module.time.time
-    monkeypatch.setattr(admin_module.time, "time", lambda: real_time() + admin_module.SECRET_DISPLAY_SECONDS + 1)
+    monkeypatch.setattr(admin_module.time, "time", lambda: real_time() + admin_module.DISPLAY_SECONDS + 1)
     response = admin_client.get(location)
     assert not SECRET_INPUT_RE.search(text(response))
     assert "already shown" in text(response)

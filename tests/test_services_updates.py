@@ -12,8 +12,8 @@ from django.utils import timezone
 from medplum_auth import bearer, revocation, services, tokens
 from medplum_auth.forms import ClientApplicationForm, MembershipForm, ProjectForm
 from medplum_auth.models import ClientApplication, Consent, Login, Project, ProjectMembership
-from medplum_auth.oauth2_validators import revoke_login
 from medplum_auth.secrets import digest_client_secret
+from medplum_auth.services import revoke_login
 from tests.factories import (
     AccessPolicyFactory,
     ClientApplicationFactory,
@@ -126,7 +126,7 @@ def test_revoke_login_and_revoke_logins_share_one_update(client_app, monkeypatch
 
     monkeypatch.setattr(revocation, "revoke", spy)
     one, two = make_login(client_app), make_login(client_app)
-    revoke_login(one, "logout")
+    revoke_login(one, reason="logout")
     services.revoke_logins(client=client_app, reason="client_disabled")
     assert calls == [([one.pk], "logout"), (sorted([one.pk, two.pk]), "client_disabled")]
     assert revoked(one) == (True, "logout") and revoked(two) == (True, "client_disabled")
@@ -135,12 +135,12 @@ def test_revoke_login_and_revoke_logins_share_one_update(client_app, monkeypatch
 def test_revoke_login_fast_path_is_unchanged(client_app, django_assert_num_queries, audit):
     login = make_login(client_app)
     with django_assert_num_queries(1):
-        revoke_login(login, "logout")
+        revoke_login(login, reason="logout")
     assert login.revoked_reason == "logout" and login.revoked_at is not None
     stored_at = Login.objects.get(pk=login.pk).revoked_at
     assert login.revoked_at == stored_at
     with django_assert_num_queries(0):  # already revoked in memory: nothing to do
-        revoke_login(login, "again")
+        revoke_login(login, reason="again")
     assert revoked(login) == (True, "logout")
     assert audit_text(audit).count(f"login revoked login={login.pk} reason=") == 1
 
@@ -304,7 +304,7 @@ def test_client_forms_edit_only_fields_the_service_owns():
 def test_disabling_a_client_revokes_only_its_active_logins(project, audit):
     client_app, other = ClientApplicationFactory(project=project), ClientApplicationFactory(project=project)
     active, earlier, elsewhere = make_login(client_app), make_login(client_app), make_login(other)
-    revoke_login(earlier, "logout")
+    revoke_login(earlier, reason="logout")
     earlier_at = earlier.revoked_at
 
     assert services.set_client_status(client_app, ClientApplication.Status.OFF) is client_app

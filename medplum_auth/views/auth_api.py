@@ -17,11 +17,11 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import authorization, bearer, logins, policies
+from .. import authorization, logins, policies
 from ..models import ClientApplication, Login, ProjectMembership
 from ..scopes import is_supported, split
 from ..signin import authenticate_email
-from .userinfo import bearer_challenge
+from .userinfo import bearer_context
 
 PROFILE_SELECTION_SECONDS = 600
 
@@ -163,13 +163,9 @@ class MeView(View):
     http_method_names = ["get", "options"]
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        token = bearer.token_from_request(request)
-        if not token:
-            return bearer_challenge("invalid_request", "Missing access token.")
-        try:
-            context = bearer.authenticate(token)
-        except bearer.BearerError as exc:
-            return bearer_challenge(exc.error, exc.description)
+        context = bearer_context(request)
+        if isinstance(context, HttpResponse):
+            return context
         login = context.login
         membership = login.membership
         project = login.project

@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from .. import keys
+from .. import keys, tokens
 from ..conf import auth_settings
 
 
@@ -20,8 +20,7 @@ def _public_json(data: dict[str, Any], max_age: int = 300) -> JsonResponse:
 
 def metadata() -> dict[str, Any]:
     issuer = auth_settings.ISSUER
-    algorithms = sorted({key.get("alg", auth_settings.SIGNING_ALGORITHM) for key in keys.jwks()["keys"]}
-                        | {auth_settings.SIGNING_ALGORITHM})
+    algorithms = sorted({*tokens.published_algorithms(), auth_settings.SIGNING_ALGORITHM})
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oauth2/authorize",

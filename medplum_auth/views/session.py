@@ -14,10 +14,11 @@ from .. import bearer, tokens
 from ..authorization import add_params, error_page
 from ..clientauth import authenticate_client
 from ..models import ClientApplication, Login
-from ..oauth2_validators import revoke_login, token_digest
+from ..oauth2_validators import token_digest
+from ..services import revoke_login
 from .decorators import auth_page
 from .oauth import oauth_error
-from .userinfo import bearer_challenge
+from .userinfo import bearer_context
 
 
 def operation_outcome_ok() -> JsonResponse:
@@ -46,14 +47,10 @@ class LogoutView(View):
         return auth_page(self.rp_logout if hinted else csrf_protect(self.rp_logout))(request)
 
     def bearer_logout(self, request: HttpRequest) -> HttpResponse:
-        token = bearer.token_from_request(request)
-        if not token:
-            return bearer_challenge("invalid_request", "Missing access token.")
-        try:
-            context = bearer.authenticate(token)
-        except bearer.BearerError as exc:
-            return bearer_challenge(exc.error, exc.description)
-        revoke_login(context.login, "logout")
+        context = bearer_context(request)
+        if isinstance(context, HttpResponse):
+            return context
+        revoke_login(context.login, reason="logout")
         if request.user.is_authenticated and request.user.pk == context.login.user_id:
             django_logout(request)
         return operation_outcome_ok()
@@ -84,7 +81,7 @@ class LogoutView(View):
         if claims is not None and isinstance(claims.get("login_id"), str):
             login = Login.objects.filter(pk=claims["login_id"]).first()
             if login is not None:
-                revoke_login(login, "rp_logout")
+                revoke_login(login, reason="rp_logout")
         django_logout(request)
         if redirect_uri:
             return HttpResponseRedirect(add_params(redirect_uri, {"state": params.get("state") or None}))
@@ -101,6 +98,19 @@ def _login_for_token(token: str) -> tuple[Login | None, dict[str, object] | None
             return None, None
         return logins.filter(pk=claims["login_id"]).first(), claims
     return logins.filter(refresh_digest=token_digest(token)).first(), None
+
+
+def _client_and_token(request: HttpRequest, allow_public: bool) -> tuple[ClientApplication, str] | HttpResponse:
+    """The authenticated caller and the ``token`` parameter, or the error response (RFC 7662/7009)."""
+    client, _used_basic = authenticate_client(request, allow_public=allow_public)
+    if client is None:
+        response = oauth_error("invalid_client", "Client authentication failed.", status=401)
+        response["WWW-Authenticate"] = 'Basic realm="oauth2"'
+        return response
+    token = request.POST.get("token", "")
+    if not token:
+        return oauth_error("invalid_request", "Missing token.")
+    return client, token
 
 
 def _is_active(login: Login | None, claims: dict[str, object] | None) -> bool:
@@ -121,14 +131,10 @@ class IntrospectView(View):
     http_method_names = ["post", "options"]
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        caller, used_basic = authenticate_client(request, allow_public=False)
-        if caller is None:
-            response = oauth_error("invalid_client", "Client authentication failed.", status=401)
-            response["WWW-Authenticate"] = 'Basic realm="oauth2"'
-            return response
-        token = request.POST.get("token", "")
-        if not token:
-            return oauth_error("invalid_request", "Missing token.")
+        authenticated = _client_and_token(request, allow_public=False)
+        if isinstance(authenticated, HttpResponse):
+            return authenticated
+        caller, token = authenticated
         login, claims = _login_for_token(token)
         inactive = JsonResponse({"active": False})
         inactive["Cache-Control"] = "no-store"
@@ -162,17 +168,13 @@ class RevokeView(View):
     http_method_names = ["post", "options"]
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        client, used_basic = authenticate_client(request, allow_public=True)
-        if client is None:
-            response = oauth_error("invalid_client", "Client authentication failed.", status=401)
-            response["WWW-Authenticate"] = 'Basic realm="oauth2"'
-            return response
-        token = request.POST.get("token", "")
-        if not token:
-            return oauth_error("invalid_request", "Missing token.")
+        authenticated = _client_and_token(request, allow_public=True)
+        if isinstance(authenticated, HttpResponse):
+            return authenticated
+        client, token = authenticated
         login, _claims = _login_for_token(token)
         if login is not None and login.client_id == client.pk:
-            revoke_login(login, "revocation_endpoint")
+            revoke_login(login, reason="revocation_endpoint")
         response = HttpResponse(status=200)
         response["Cache-Control"] = "no-store"
         return response

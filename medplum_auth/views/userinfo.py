@@ -22,18 +22,25 @@ def bearer_challenge(error: str, description: str, status: int = 401) -> HttpRes
     return response
 
 
+def bearer_context(request: HttpRequest, allow_body: bool = False) -> bearer.AccessContext | HttpResponse:
+    """The verified access token of the request, or the RFC 6750 401 response to return."""
+    token = bearer.token_from_request(request, allow_body=allow_body)
+    if not token:
+        return bearer_challenge("invalid_request", "Missing access token.")
+    try:
+        return bearer.authenticate(token)
+    except bearer.BearerError as exc:
+        return bearer_challenge(exc.error, exc.description)
+
+
 @method_decorator(csrf_exempt, name="dispatch")
 class UserInfoView(View):
     http_method_names = ["get", "post", "options"]
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        token = bearer.token_from_request(request, allow_body=request.method == "POST")
-        if not token:
-            return bearer_challenge("invalid_request", "Missing access token.")
-        try:
-            context = bearer.authenticate(token)
-        except bearer.BearerError as exc:
-            return bearer_challenge(exc.error, exc.description)
+        context = bearer_context(request, allow_body=request.method == "POST")
+        if isinstance(context, HttpResponse):
+            return context
         login = context.login
         claims: dict[str, object] = {"sub": str(login.user_id) if login.user_id else login.client.client_id}
         if login.user_id:

@@ -1,0 +1,116 @@
+"""``/fhir/R4/metadata`` (CapabilityStatement) and ``.well-known/smart-configuration``.
+
+Both advertise only what this server does now (SMART App Launch 2.2 §2.1: a capability is a
+promise). EHR launch, ``context-style`` and the encounter contexts are left out until they work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from medplum_auth.conf import auth_settings
+
+from .search_params import SEARCH_PARAMETERS
+
+FHIR_VERSION = "4.0.1"
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+SMART_CAPABILITIES = [
+    "launch-standalone",
+    "authorize-post",
+    "client-public",
+    "client-confidential-symmetric",
+    "client-confidential-asymmetric",
+    "sso-openid-connect",
+    "context-banner",
+    "context-standalone-patient",
+    "permission-offline",
+    "permission-patient",
+    "permission-user",
+    "permission-v1",
+    "permission-v2",
+]
+SMART_SCOPES = [
+    "openid", "fhirUser", "profile", "email", "launch/patient", "offline_access",
+    "patient/*.rs", "patient/*.cruds", "user/*.rs", "user/*.cruds", "system/*.rs", "system/*.cruds",
+]
+INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "create", "search-type"]
+
+
+def _endpoints() -> dict[str, str]:
+    issuer = auth_settings.ISSUER.rstrip("/")
+    return {
+        "authorize": f"{issuer}/oauth2/authorize",
+        "token": f"{issuer}/oauth2/token",
+        "introspect": f"{issuer}/oauth2/introspect",
+        "revoke": f"{issuer}/oauth2/revoke",
+    }
+
+
+def smart_configuration() -> dict[str, Any]:
+    """SMART App Launch 2.2 §2.1 ``.well-known/smart-configuration``."""
+    issuer = auth_settings.ISSUER.rstrip("/")
+    endpoints = _endpoints()
+    return {
+        "issuer": issuer,
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "authorization_endpoint": endpoints["authorize"],
+        "token_endpoint": endpoints["token"],
+        "introspection_endpoint": endpoints["introspect"],
+        "revocation_endpoint": endpoints["revoke"],
+        "userinfo_endpoint": f"{issuer}/oauth2/userinfo",
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt",
+                                                  "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "ES256", "ES384"],
+        "scopes_supported": SMART_SCOPES,
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "capabilities": SMART_CAPABILITIES,
+    }
+
+
+def capability_statement() -> dict[str, Any]:
+    """FHIR R4 CapabilityStatement with the SMART ``oauth-uris`` extension (SMART 2.2 §2.2)."""
+    endpoints = _endpoints()
+    resources = []
+    for resource_type, params in SEARCH_PARAMETERS.items():
+        search_params = [{"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"}]
+        search_params += [{"name": p.name, "type": p.type} for p in params.values()]
+        resources.append({
+            "type": resource_type,
+            "interaction": [{"code": code} for code in INTERACTIONS],
+            "versioning": "versioned",
+            "readHistory": True,
+            "updateCreate": False,
+            "conditionalCreate": False,
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+            "searchParam": search_params,
+        })
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": timezone.now().date().isoformat(),
+        "kind": "instance",
+        "software": {"name": "django-medplum-auth fhir_api"},
+        "implementation": {"description": "FHIR R4 API", "url": auth_settings.fhir_base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "rest": [{
+            "mode": "server",
+            "security": {
+                "service": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR",
+                }]}],
+                "extension": [{
+                    "url": OAUTH_URIS,
+                    "extension": [{"url": name, "valueUri": uri} for name, uri in endpoints.items()],
+                }],
+            },
+            "resource": resources,
+        }],
+    }

@@ -1,0 +1,249 @@
+"""Search conditions: parsed once, then either a database filter or a Python check.
+
+Both forms come from the same :class:`Condition`, so search parameters, access-policy criteria
+and the check of a new version before a write share one meaning. Access-policy filters
+(OR of AND-ed ``(param, value)`` pairs, medplum_auth.access) become ``Exists`` subqueries on
+``SearchIndex`` plus the ``patient`` and ``resource_id`` columns; a criterion this server cannot
+evaluate matches nothing (never everything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Q
+
+from medplum_auth.access import COMPARTMENT_PARAM
+
+from .models import SearchIndex
+from .search_params import (
+    SEARCH_PARAMETERS,
+    date_range,
+    format_date,
+    normalise_string,
+    reference_value,
+)
+
+NOTHING = Q(pk__in=[])
+DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")
+MODIFIERS = {"string": {"", "contains"}, "token": {""}, "reference": {""}, "date": {""}}
+
+
+class SearchError(ValueError):
+    """A search parameter this server does not support, or a malformed value."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True)
+class Match:
+    """One alternative value: ``op`` is exact | prefix | contains | suffix | date prefix."""
+
+    op: str
+    value: str = ""
+    low: str = ""
+    high: str = ""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``name`` matches any of ``matches`` (comma-separated values are OR-ed, FHIR R4 §3.1.1.4.7)."""
+
+    name: str
+    kind: str  # id | compartment | lastUpdated | index
+    matches: tuple[Match, ...]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a Python check compares: the values of a resource version about to be stored."""
+
+    resource_id: str
+    patient: str
+    last_updated: datetime | None
+    index: dict[str, list[str]]
+
+
+def parse_condition(resource_type: str, key: str, raw: str) -> Condition:
+    """``key`` (``name`` or ``name:modifier``) and ``raw`` value → :class:`Condition`.
+
+    Raises :class:`SearchError` for unknown parameters, modifiers or malformed values.
+    """
+    name, _, modifier = key.partition(":")
+    values = [v for v in raw.split(",")] if raw else []
+    if not values or any(v == "" for v in values):
+        raise SearchError(f"Search parameter {key!r} needs a value", key)
+    if name == "_id":
+        _no_modifier(key, modifier)
+        return Condition(name, "id", tuple(Match("exact", v) for v in values))
+    if name == COMPARTMENT_PARAM:
+        _no_modifier(key, modifier)
+        return Condition(name, "compartment", tuple(Match("exact", v) for v in values))
+    if name == "_lastUpdated":
+        _no_modifier(key, modifier)
+        return Condition(name, "lastUpdated", tuple(_date_match(key, v) for v in values))
+    param = SEARCH_PARAMETERS.get(resource_type, {}).get(name)
+    if param is None:
+        raise SearchError(f"Unknown search parameter {name!r} for {resource_type}", key)
+    if param.type == "reference":
+        if modifier and not (modifier[:1].isupper() and modifier.isalpha()):
+            raise SearchError(f"Unsupported modifier {key!r}", key)
+        return Condition(name, "index", tuple(_reference_match(param.target or modifier or None, v) for v in values))
+    if modifier not in MODIFIERS[param.type]:
+        raise SearchError(f"Unsupported modifier {key!r}", key)
+    if param.type == "string":
+        op = "contains" if modifier == "contains" else "prefix"
+        return Condition(name, "index", tuple(Match(op, normalise_string(v)) for v in values))
+    if param.type == "token":
+        return Condition(name, "index", tuple(
+            Match("prefix", v) if v.endswith("|") and len(v) > 1 else Match("exact", v) for v in values))
+    return Condition(name, "index", tuple(_date_match(key, v) for v in values))
+
+
+def _no_modifier(key: str, modifier: str) -> None:
+    if modifier:
+        raise SearchError(f"Unsupported modifier {key!r}", key)
+
+
+def _reference_match(target: str | None, value: str) -> Match:
+    ref = reference_value(value)
+    if ref is not None:
+        if target and not ref.startswith(target + "/"):
+            return Match("exact", value)  # a reference to another type: never matches
+        return Match("exact", ref)
+    if "/" not in value:
+        return Match("exact", f"{target}/{value}") if target else Match("suffix", f"/{value}")
+    return Match("exact", value)
+
+
+def _date_match(key: str, value: str) -> Match:
+    prefix = value[:2] if value[:2] in DATE_PREFIXES else "eq"
+    text = value[2:] if value[:2] in DATE_PREFIXES else value
+    bounds = date_range(text)
+    if bounds is None:
+        raise SearchError(f"Invalid date {value!r} for {key!r}", key)
+    return Match(prefix, low=format_date(bounds[0]), high=format_date(bounds[1]))
+
+
+# --- database form ---------------------------------------------------------------------------
+
+def _value_q(field: str, match: Match) -> Q:
+    op = match.op
+    if op == "exact":
+        return Q(**{field: match.value})
+    if op == "prefix":
+        return Q(**{f"{field}__startswith": match.value})
+    if op == "contains":
+        return Q(**{f"{field}__contains": match.value})
+    if op == "suffix":
+        return Q(**{f"{field}__endswith": match.value})
+    return _date_q(field, match)
+
+
+def _date_q(field: str, match: Match, convert: Any = str) -> Q:
+    low, high = convert(match.low), convert(match.high)
+    return {
+        "eq": Q(**{f"{field}__gte": low, f"{field}__lt": high}),
+        "ne": Q(**{f"{field}__lt": low}) | Q(**{f"{field}__gte": high}),
+        "ge": Q(**{f"{field}__gte": low}),
+        "gt": Q(**{f"{field}__gte": high}),
+        "le": Q(**{f"{field}__lt": high}),
+        "lt": Q(**{f"{field}__lt": low}),
+    }[match.op]
+
+
+def _parse_utc(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+
+
+def condition_q(project_id: Any, resource_type: str, condition: Condition) -> Q:
+    """The condition as a filter on ``Resource`` rows of one project and type."""
+    if condition.kind == "id":
+        return Q(resource_id__in=[m.value for m in condition.matches])
+    if condition.kind == "compartment":
+        return Q(patient__in=[m.value for m in condition.matches if m.value])
+    if condition.kind == "lastUpdated":
+        q = Q()
+        for match in condition.matches:
+            q |= _date_q("last_updated", match, _parse_utc)
+        return q
+    value_q = Q()
+    for match in condition.matches:
+        value_q |= _value_q("value", match)
+    return Q(Exists(SearchIndex.objects.filter(
+        value_q, resource=OuterRef("pk"), project_id=project_id, resource_type=resource_type, name=condition.name)))
+
+
+def criteria_conditions(resource_type: str, criteria: Iterable[tuple[str, str]]) -> list[Condition] | None:
+    """Access-policy criteria as conditions; ``None`` when one cannot be evaluated here."""
+    conditions = []
+    for key, value in criteria:
+        try:
+            conditions.append(parse_condition(resource_type, key, value))
+        except SearchError:
+            return None
+    return conditions
+
+
+def filters_q(project_id: Any, resource_type: str, filters: Sequence[Sequence[tuple[str, str]]]) -> Q:
+    """A policy decision's filters (OR of AND-ed criteria) as one ``Q``; unusable criteria match nothing."""
+    combined = NOTHING
+    for criteria in filters:
+        conditions = criteria_conditions(resource_type, criteria)
+        if conditions is None:
+            continue
+        q = Q()
+        for condition in conditions:
+            q &= condition_q(project_id, resource_type, condition)
+        combined |= q
+    return combined
+
+
+# --- Python form -----------------------------------------------------------------------------
+
+def _value_matches(value: str, match: Match) -> bool:
+    op = match.op
+    if op == "exact":
+        return value == match.value
+    if op == "prefix":
+        return value.startswith(match.value)
+    if op == "contains":
+        return match.value in value
+    if op == "suffix":
+        return value.endswith(match.value)
+    return {
+        "eq": match.low <= value < match.high,
+        "ne": value < match.low or value >= match.high,
+        "ge": value >= match.low,
+        "gt": value >= match.high,
+        "le": value < match.high,
+        "lt": value < match.low,
+    }[op]
+
+
+def condition_matches(condition: Condition, target: Target) -> bool:
+    if condition.kind == "id":
+        return any(target.resource_id == m.value for m in condition.matches)
+    if condition.kind == "compartment":
+        return bool(target.patient) and any(target.patient == m.value for m in condition.matches)
+    if condition.kind == "lastUpdated":
+        if target.last_updated is None:
+            return False
+        value = format_date(target.last_updated)
+        return any(_value_matches(value, m) for m in condition.matches)
+    values = target.index.get(condition.name, [])
+    return any(_value_matches(v, m) for v in values for m in condition.matches)
+
+
+def filters_match(resource_type: str, filters: Sequence[Sequence[tuple[str, str]]], target: Target) -> bool:
+    """Whether a resource version satisfies a policy decision's filters (same rules as :func:`filters_q`)."""
+    for criteria in filters:
+        conditions = criteria_conditions(resource_type, criteria)
+        if conditions is not None and all(condition_matches(c, target) for c in conditions):
+            return True
+    return False

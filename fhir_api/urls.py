@@ -1,0 +1,22 @@
+"""FHIR R4 API and SMART discovery; include at the site root: ``path("", include("fhir_api.urls"))``."""
+
+from django.urls import path, re_path
+
+from . import views
+
+app_name = "fhir_api"
+
+TYPE = r"(?P<resource_type>[A-Za-z]{1,64})"
+ID = r"(?P<resource_id>[A-Za-z0-9\-.]{1,64})"
+
+urlpatterns = [
+    path(".well-known/smart-configuration", views.smart_configuration, name="smart-configuration"),
+    path("fhir/R4/.well-known/smart-configuration", views.smart_configuration, name="fhir-smart-configuration"),
+    path("fhir/R4/metadata", views.MetadataView.as_view(), name="metadata"),
+    re_path(rf"^fhir/R4/{TYPE}$", views.TypeView.as_view(), name="type"),
+    re_path(rf"^fhir/R4/{TYPE}/{ID}$", views.InstanceView.as_view(), name="instance"),
+    re_path(rf"^fhir/R4/{TYPE}/{ID}/_history$", views.HistoryView.as_view(), name="history"),
+    re_path(rf"^fhir/R4/{TYPE}/{ID}/_history/(?P<version_id>[A-Za-z0-9\-.]{{1,64}})$", views.VersionView.as_view(),
+            name="vread"),
+    re_path(r"^fhir/R4(?:/.*)?$", views.NotFoundView.as_view(), name="not-found"),
+]

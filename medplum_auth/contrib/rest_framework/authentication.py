@@ -1,0 +1,71 @@
+"""``Authorization: Bearer`` authentication with this provider's access tokens (RFC 6750)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from medplum_auth import bearer
+from medplum_auth.conf import auth_settings
+
+from .exceptions import InvalidBearerToken
+
+
+class ClientPrincipal:
+    """``request.user`` for a client acting for itself (``client_credentials``).
+
+    Authenticated but not a Django user: it has no password, groups or permissions, and
+    ``pk`` is the client id so that per-principal throttles and logs can tell clients apart.
+    """
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, client: Any):
+        self.client = client
+        self.pk = self.id = f"ClientApplication/{client.client_id}"
+        self.username = client.client_id
+
+    def __str__(self) -> str:
+        return self.username
+
+    def get_username(self) -> str:
+        return self.username
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        return False
+
+    def has_perms(self, perms: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_module_perms(self, app_label: str) -> bool:
+        return False
+
+
+class BearerAuthentication(BaseAuthentication):
+    """Verify a Bearer access token: signature, ``typ: at+jwt``, expiry and the login's revocation.
+
+    Returns ``None`` when the request carries no Bearer token (another scheme may apply);
+    ``request.user`` is the Django user (or a :class:`ClientPrincipal`), ``request.auth`` the
+    :class:`~medplum_auth.bearer.AccessContext`. ID tokens and refresh tokens never pass.
+    """
+
+    def authenticate(self, request: Request) -> tuple[Any, bearer.AccessContext] | None:
+        token = bearer.token_from_request(getattr(request, "_request", request))
+        if token is None:
+            return None
+        try:
+            context = bearer.authenticate(token)
+        except bearer.BearerError as exc:
+            raise InvalidBearerToken(exc.error, exc.description) from exc
+        login = context.login
+        user = login.user if login.user_id else ClientPrincipal(login.client)
+        return user, context
+
+    def authenticate_header(self, request: Request) -> str:
+        return f'Bearer realm="{auth_settings.ISSUER}"'

@@ -1,0 +1,36 @@
+"""The effective policy of an access token (medplum.md §3.2, §3.4, §1.9).
+
+* User logins: the membership's access policy (no policy = full access, Medplum's legacy
+  default) with the membership's ``%patient``/``%profile`` parameters.
+* ``client_credentials`` logins: the client's own access policy (no policy = full access).
+* Either way intersected with the token's SMART scopes; ``patient/`` scopes are confined to
+  the patient context (a Patient profile's own reference).
+
+This module has no DRF imports; it sits here because only resource servers need it.
+"""
+
+from __future__ import annotations
+
+from medplum_auth.access import EffectivePolicy, compile_policy, login_inputs
+from medplum_auth.bearer import AccessContext
+
+
+def patient_context(context: AccessContext) -> str | None:
+    """``Patient/<id>`` the token acts for, if any: the signed-in Patient's own profile."""
+    membership = context.login.membership if context.login.membership_id else None
+    if membership is not None and membership.profile_type == "Patient":
+        return membership.profile
+    return None
+
+
+def effective_policy_for(context: AccessContext) -> EffectivePolicy:
+    """Compile the policy that decides what ``context``'s token may do."""
+    login = context.login
+    if login.membership_id:
+        rules, parameters, patient = login_inputs(membership=login.membership)
+    elif login.user_id:
+        # A user login without a chosen profile has no place in the project: nothing is allowed.
+        return EffectivePolicy([])
+    else:
+        rules, parameters, patient = login_inputs(client=login.client)
+    return compile_policy(rules, parameters, context.scopes, patient)

@@ -1,0 +1,1 @@
+"""Views of the Project Admin pages, one module per section."""
