@@ -153,7 +153,7 @@ if os.environ.get("MEDPLUM_CLIENT_SECRET_DIGEST_KEY"):
 
 CORS_ALLOWED_ORIGINS: list[str] = env_list("CORS_ALLOWED_ORIGINS")
 # RFC 9700 §2.6: CORS MUST NOT be supported at the authorization endpoint (nor our sign-in pages).
-CORS_URLS_REGEX = r"^/(?!oauth2/(?:authorize|signin|profile|consent)(?:/|$)).*$"
+CORS_URLS_REGEX = r"^/(?!oauth2/(?:authorize|signin|profile|patient|consent)(?:/|$)).*$"
 
 LOGGING = {
     "version": 1,

@@ -7,8 +7,12 @@ class FhirApiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from medplum_auth.launch import register_patient_search
         from medplum_auth.signals import member_invited
 
         from .profiles import create_profile_resource
 
         member_invited.connect(create_profile_resource, dispatch_uid="fhir_api.create_profile_resource")
+        # The standalone-launch patient picker searches this app's Patients (MEDPLUM_AUTH["PATIENT_SEARCH"]
+        # overrides it).
+        register_patient_search("fhir_api.launch.search_patients")

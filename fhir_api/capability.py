@@ -1,7 +1,7 @@
 """``/fhir/R4/metadata`` (CapabilityStatement) and ``.well-known/smart-configuration``.
 
 Both advertise only what this server does now (SMART App Launch 2.2 §2.1: a capability is a
-promise). EHR launch, ``context-style`` and the encounter contexts are left out until they work.
+promise). ``context-standalone-encounter`` is left out: the standalone flow has no encounter picker.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ FHIR_VERSION = "4.0.1"
 OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 
 SMART_CAPABILITIES = [
+    "launch-ehr",
     "launch-standalone",
     "authorize-post",
     "client-public",
@@ -25,6 +26,9 @@ SMART_CAPABILITIES = [
     "client-confidential-asymmetric",
     "sso-openid-connect",
     "context-banner",
+    "context-style",
+    "context-ehr-patient",
+    "context-ehr-encounter",
     "context-standalone-patient",
     "permission-offline",
     "permission-patient",
@@ -33,7 +37,7 @@ SMART_CAPABILITIES = [
     "permission-v2",
 ]
 SMART_SCOPES = [
-    "openid", "fhirUser", "profile", "email", "launch/patient", "offline_access",
+    "openid", "fhirUser", "profile", "email", "launch", "launch/patient", "launch/encounter", "offline_access",
     "patient/*.rs", "patient/*.cruds", "user/*.rs", "user/*.cruds", "system/*.rs", "system/*.cruds",
 ]
 INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "create", "search-type"]
@@ -88,6 +92,7 @@ def capability_statement() -> dict[str, Any]:
             "conditionalCreate": False,
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
+            "searchInclude": [f"{resource_type}:{p.name}" for p in params.values() if p.type == "reference"],
             "searchParam": search_params,
         })
     return {

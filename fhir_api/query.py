@@ -105,6 +105,40 @@ def parse_condition(resource_type: str, key: str, raw: str) -> Condition:
     return Condition(name, "index", tuple(_date_match(key, v) for v in values))
 
 
+@dataclass(frozen=True)
+class Include:
+    """``_include=<source>:<param>[:<target>]``: the resources ``param`` of each match refers to."""
+
+    source: str
+    param: str
+    target: str | None = None  # only references to this type
+
+    def accepts(self, reference: str) -> bool:
+        return self.target is None or reference.startswith(self.target + "/")
+
+
+def parse_include(resource_type: str, raw: str) -> Include:
+    """An ``_include`` value of a search on ``resource_type``; :class:`SearchError` when unsupported.
+
+    Only the searched type's own reference parameters (no ``*``, no ``:iterate``): an include
+    never reaches further than one reference from a match.
+    """
+    parts = raw.split(":")
+    if len(parts) not in (2, 3) or any(not part for part in parts):
+        raise SearchError(f"Unsupported _include {raw!r} (use {resource_type}:<reference parameter>)", "_include")
+    source, name = parts[0], parts[1]
+    if source != resource_type:
+        raise SearchError(f"Unsupported _include {raw!r}: only {resource_type}'s own parameters", "_include")
+    param = SEARCH_PARAMETERS.get(resource_type, {}).get(name)
+    if param is None or param.type != "reference":
+        raise SearchError(f"Unsupported _include {raw!r}: {name!r} is not a reference parameter of "
+                          f"{resource_type}", "_include")
+    target = parts[2] if len(parts) == 3 else param.target
+    if target is not None and (target not in SEARCH_PARAMETERS or param.target not in (None, target)):
+        raise SearchError(f"Unsupported _include {raw!r}: {target!r} is not a supported target", "_include")
+    return Include(source, name, target)
+
+
 def _no_modifier(key: str, modifier: str) -> None:
     if modifier:
         raise SearchError(f"Unsupported modifier {key!r}", key)

@@ -38,8 +38,8 @@ from medplum_auth.contrib.rest_framework.exceptions import (
 )
 
 from .models import Resource, ResourceVersion, SearchIndex
-from .query import Condition, Target, condition_q, filters_match, filters_q
-from .search_params import ID_RE, SEARCH_PARAMETERS, compartment, index_values
+from .query import Condition, Include, Target, condition_q, filters_match, filters_q
+from .search_params import ID_RE, SEARCH_PARAMETERS, compartment, index_values, param_values
 from .validation import validate_resource
 
 ALLOWED = Decision("allowed")
@@ -191,6 +191,37 @@ class Repository:
         ordered = queryset.order_by(*SORTS.get(sort or "", ("pk",)))
         return Page(list(ordered[offset:offset + count]), total)
 
+    def include(self, resource_type: str, rows: list[Resource], includes: list[Include]) -> list[Resource]:
+        """The resources that the matches' ``includes`` refer to and that this caller may read.
+
+        Each one passes the caller's own ``read`` decision for its type (Medplum reads included
+        references): in the query, project-scoped, filtered as a read is, so a resource outside
+        the policy is left out as if missing and a type the policy forbids contributes nothing
+        (not an error). Deleted resources and types this server does not hold are left out.
+        """
+        self._check_hidden_params(resource_type, [include.param for include in includes])
+        if not rows or not includes:
+            return []
+        params = SEARCH_PARAMETERS[resource_type]
+        seen = {(resource_type, row.resource_id) for row in rows}
+        wanted: dict[str, list[str]] = {}
+        for row in rows:
+            for include in includes:
+                for reference in param_values(params[include.param], row.content):
+                    target_type, _, target_id = reference.partition("/")
+                    if (include.accepts(reference) and target_type in SEARCH_PARAMETERS
+                            and (target_type, target_id) not in seen):
+                        seen.add((target_type, target_id))
+                        wanted.setdefault(target_type, []).append(target_id)
+        included: list[Resource] = []
+        for target_type, ids in wanted.items():
+            decision = ALLOWED if self.policy is None else self.policy.decide(target_type, "read")
+            if not decision.permitted:
+                continue
+            included.extend(self._scoped(target_type, decision).filter(resource_id__in=ids, deleted=False)
+                            .order_by("pk"))
+        return included
+
     # --- writes ----------------------------------------------------------------------------
 
     def create(self, resource_type: str, content: dict[str, Any], *, resource_id: str | None = None,
@@ -290,17 +321,21 @@ class Repository:
 
     def _check_searchable(self, resource_type: str, conditions: list[Condition]) -> None:
         """Searching by a hidden element would reveal it one guess at a time: 403."""
+        self._check_hidden_params(resource_type, [condition.name for condition in conditions])
+
+    def _check_hidden_params(self, resource_type: str, names: list[str]) -> None:
+        """403 when a search or ``_include`` parameter reads a hidden element."""
         hidden = self.hidden_fields(resource_type)
         if not hidden:
             return
         params = SEARCH_PARAMETERS.get(resource_type, {})
-        for condition in conditions:
-            param = params.get(condition.name)
+        for name in names:
+            param = params.get(name)
             if param is None:
                 continue
             for path in param.paths:
                 if any(path == h or path.startswith(h + ".") or h.startswith(path + ".") for h in hidden):
-                    raise Forbidden(f"Forbidden: {condition.name} searches a hidden element")
+                    raise Forbidden(f"Forbidden: {name} reads a hidden element")
 
     def _check_new(self, resource_type: str, decision: Decision, target: Target) -> None:
         if decision.outcome == "filtered" and not filters_match(resource_type, decision.filters, target):

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from . import views
+from . import launch, views
 
 app_name = "fhir_api"
 
@@ -12,6 +12,8 @@ ID = r"(?P<resource_id>[A-Za-z0-9\-.]{1,64})"
 urlpatterns = [
     path(".well-known/smart-configuration", views.smart_configuration, name="smart-configuration"),
     path("fhir/R4/.well-known/smart-configuration", views.smart_configuration, name="fhir-smart-configuration"),
+    path(".well-known/smart-styles.json", launch.smart_styles, name="smart-styles"),
+    path("fhir/R4/.well-known/smart-styles.json", launch.smart_styles, name="fhir-smart-styles"),
     path("fhir/R4/metadata", views.MetadataView.as_view(), name="metadata"),
     re_path(rf"^fhir/R4/{TYPE}$", views.TypeView.as_view(), name="type"),
     re_path(rf"^fhir/R4/{TYPE}/{ID}$", views.InstanceView.as_view(), name="instance"),

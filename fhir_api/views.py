@@ -36,7 +36,7 @@ from medplum_auth.contrib.rest_framework.permissions import AccessPolicyPermissi
 
 from . import capability
 from .models import Resource, ResourceVersion
-from .query import Condition, SearchError, parse_condition
+from .query import Condition, Include, SearchError, parse_condition, parse_include
 from .repository import Repository, format_instant
 from .search_params import SEARCH_PARAMETERS
 
@@ -144,6 +144,7 @@ class TypeView(FhirView):
 
     def get(self, request: Request, resource_type: str) -> Response:
         conditions: list[Condition] = []
+        includes: list[Include] = []
         kept: list[tuple[str, str]] = []
         count, offset, page, sort, summary = DEFAULT_COUNT, None, None, None, None
         for key, values in request.query_params.lists():
@@ -167,6 +168,13 @@ class TypeView(FhirView):
                 kept.append((key, value))
             elif key in IGNORED_PARAMS:
                 continue
+            elif key == "_include":
+                for raw in values:
+                    try:
+                        includes.append(parse_include(resource_type, raw))
+                    except SearchError as exc:
+                        raise InvalidResource(str(exc), expression=exc.param) from None
+                    kept.append((key, raw))
             else:
                 for raw in values:
                     try:
@@ -198,6 +206,12 @@ class TypeView(FhirView):
                 {"fullUrl": f"{_base()}/{resource_type}/{row.resource_id}",
                  "resource": repo.present(resource_type, row.content), "search": {"mode": "match"}}
                 for row in result.rows
+            ]
+            # Included resources: after the matches, not counted in ``total`` (FHIR R4 search, _include).
+            bundle["entry"] += [
+                {"fullUrl": f"{_base()}/{row.resource_type}/{row.resource_id}",
+                 "resource": repo.present(row.resource_type, row.content), "search": {"mode": "include"}}
+                for row in repo.include(resource_type, result.rows, includes)
             ]
         return Response(bundle)
 

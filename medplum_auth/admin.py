@@ -51,6 +51,7 @@ from .models import (
     ClientApplication,
     Consent,
     DefaultAccessPolicy,
+    LaunchContext,
     Login,
     Project,
     ProjectMembership,
@@ -543,7 +544,7 @@ class LoginAdmin(ViewOnlyAdmin):
 
     fields = ("id", "project", "client", "user", "membership", "auth_method", "auth_time", "scope",
               "granted_at", "last_refreshed_at", "refresh_expires_at", "revoked_at", "revoked_reason",
-              "remote_addr", "user_agent", "created")
+              "launch", "launch_patient", "launch_encounter", "remote_addr", "user_agent", "created")
     readonly_fields = fields
     exclude = ("code_digest", "refresh_digest", "previous_refresh_digest", "code_challenge", "nonce")
     list_display = ("id", "project", "client", "user", "auth_method", "created", "revoked_at")
@@ -551,6 +552,17 @@ class LoginAdmin(ViewOnlyAdmin):
     list_select_related = ("project", "client", "user")
     search_fields = ("user__email", "client__client_id", "client__name")
     raw_id_fields = ("user", "client", "membership")
+
+
+@admin.register(LaunchContext)
+class LaunchContextAdmin(ViewOnlyAdmin):
+    """SMART EHR launches (created by ``POST /auth/launch`` and the Project Admin)."""
+
+    fields = ("id", "project", "client", "patient", "encounter", "created_by", "created", "expires_at", "used_at")
+    readonly_fields = fields
+    list_display = ("id", "project", "client", "patient", "created", "used_at")
+    list_filter = ("project",)
+    list_select_related = ("project", "client")
 
 
 @admin.register(Consent)

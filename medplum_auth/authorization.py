@@ -19,6 +19,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 
+from . import launch as launch_utils
 from . import scopes as scope_utils
 from . import tokens
 from .conf import auth_settings
@@ -88,6 +89,8 @@ def start(request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     client = getattr(info.get("request"), "client", None)
     if not isinstance(client, ClientApplication) or client.client_id != info["client_id"]:
         client = client_for(pending)
+    if client is not None and "launch" in params and launch_utils.usable_launch(params["launch"], client) is None:
+        return error_redirect(redirect_uri, "invalid_request", "Invalid launch", state)
     return _advance(request, None, pending, client)
 
 
@@ -164,6 +167,13 @@ def memberships_for(user: Any, client: ClientApplication) -> list[ProjectMembers
                 .order_by("profile_type", "profile_display"))
 
 
+def chosen_membership(user: Any, client: ClientApplication, pending: dict[str, Any]) -> ProjectMembership | None:
+    """The profile the pending request goes on with: the one chosen, or the user's only one."""
+    memberships = memberships_for(user, client)
+    chosen = next((m for m in memberships if str(m.pk) == pending.get("membership")), None)
+    return chosen or (memberships[0] if len(memberships) == 1 else None)
+
+
 def _hint_subject(hint: str) -> str | None:
     try:
         return str(tokens.decode(hint, tokens.ID_TOKEN_TYPE, verify_exp=False).get("sub"))
@@ -238,6 +248,18 @@ def _advance(request: HttpRequest, rid: str | None, pending: dict[str, Any],
         else:
             return page("medplum_auth:profile")
 
+    if "launch" in params:  # SMART EHR launch: checked at start, again now the user is known
+        launch = launch_utils.usable_launch(params["launch"], client)
+        if launch is None or not launch_utils.launch_allowed(launch, request.user, membership):
+            end()
+            return error_redirect(redirect_uri, "invalid_request", "Invalid launch", state)
+    elif launch_utils.wants_patient_picker(pending["scopes"], membership) and \
+            pending.get("patient_for") != str(membership.pk):
+        if "none" in prompt:
+            end()
+            return error_redirect(redirect_uri, "interaction_required", "The user must choose a patient.", state)
+        return page("medplum_auth:patient")
+
     granted = pending.get("granted")
     if granted is None:
         if needs_consent(request.user, client, pending["scopes"], prompt):
@@ -280,6 +302,11 @@ def complete(request: HttpRequest, rid: str | None, pending: dict[str, Any], mem
         credentials["client"] = client
     if rid is not None:
         discard(request, rid)
+    context = _launch_context(pending, membership, granted, client)
+    if context is None:
+        return error_redirect(pending["redirect_uri"], "invalid_request", "Invalid launch",
+                              pending["params"].get("state"))
+    credentials.update(context)
     try:
         headers, _body, _status = get_server().create_authorization_response(
             authorize_uri(pending["params"]), "GET", None, {}, scopes=granted, credentials=credentials)
@@ -289,6 +316,27 @@ def complete(request: HttpRequest, rid: str | None, pending: dict[str, Any], mem
         return error_redirect(pending["redirect_uri"], exc.error, exc.description, pending["params"].get("state"))
     location = add_params(headers["Location"], {"iss": auth_settings.ISSUER})
     return HttpResponseRedirect(location)
+
+
+def _launch_context(pending: dict[str, Any], membership: ProjectMembership, granted: list[str],
+                    client: ClientApplication | None) -> dict[str, Any] | None:
+    """The login's SMART launch context (credentials for the validator); ``None``: invalid launch.
+
+    An EHR launch is bound (and used up) only when a launch scope was granted; the standalone
+    picker's patient only with ``launch/patient``.
+    """
+    launch_scopes = any(s == "launch" or s.startswith("launch/") for s in granted)
+    if "launch" in pending["params"]:
+        if not launch_scopes:
+            return {}
+        launch = launch_utils.claim_launch(pending["params"]["launch"], client or client_for(pending))
+        if launch is None:
+            return None
+        return {"medplum_launch": launch, "launch_patient": launch.patient, "launch_encounter": launch.encounter}
+    if (pending.get("patient") and pending.get("patient_for") == str(membership.pk) and "launch/patient" in granted
+            and launch_utils.wants_patient_picker(granted, membership)):
+        return {"launch_patient": pending["patient"]}
+    return {}
 
 
 def _auth_time(request: HttpRequest) -> Any:

@@ -40,6 +40,13 @@ DEFAULTS: dict[str, Any] = {
     "REFRESH_TOKEN_LIFETIME": 14 * 24 * 3600,
     # ID token lifetime in seconds.
     "ID_TOKEN_LIFETIME": 3600,
+    # Upper bound in seconds of client_credentials access tokens (SMART Backend Services: ≤ 300).
+    "CLIENT_CREDENTIALS_MAX_LIFETIME": 300,
+    # Seconds an EHR launch context can be used after it is created.
+    "LAUNCH_LIFETIME": 300,
+    # Dotted path of the patient search behind the standalone-launch patient picker; ``None``
+    # uses the one an installed app registers (fhir_api does), else a plain Patient id field.
+    "PATIENT_SEARCH": None,
     # Failed sign-ins per email and client address before sign-in is refused for the window.
     "SIGNIN_MAX_FAILURES": 10,
     # Seconds the failure count is kept.

@@ -32,17 +32,22 @@ def create_login(
     remote_addr: str | None = None,
     user_agent: str = "",
     code: str | None = None,
+    launch: Any = None,
+    launch_patient: str = "",
+    launch_encounter: str = "",
 ) -> tuple[Login, str | None]:
     """A login for ``user`` at ``client``; with a membership it also gets a fresh code.
 
     Without a membership (the user must still choose a profile) no code is issued yet:
-    :func:`issue_code` adds it once the profile is known.
+    :func:`issue_code` adds it once the profile is known. ``launch``, ``launch_patient`` and
+    ``launch_encounter`` are the SMART launch context (``medplum_auth.launch``).
     """
     login = Login(
         user=user, client=client, project=client.project, membership=membership, auth_time=auth_time,
         scope=scope, nonce=nonce or "", redirect_uri=redirect_uri or "",
         code_challenge=code_challenge or "", code_challenge_method=code_challenge_method or "",
         remote_addr=remote_addr, user_agent=(user_agent or "")[:255],
+        launch=launch, launch_patient=launch_patient or "", launch_encounter=launch_encounter or "",
     )
     issued = None
     if membership is not None:
@@ -67,7 +72,9 @@ def issue_code(login: Login, membership: ProjectMembership) -> str:
 
 
 def purge(older_than: timedelta) -> dict[str, int]:
-    """Delete logins that can no longer produce or back a valid token, and spent assertion ``jti`` rows.
+    """Delete logins that can no longer produce or back a valid token, spent assertion ``jti`` rows
+    and EHR launch contexts created before the cutoff (they expire within minutes; a login keeps
+    its own copy of the launch patient and encounter).
 
     A login is purged when it was created before ``now - older_than`` and its refresh token is
     missing or expired (or it was revoked before the cutoff). Access tokens of a purged login
@@ -76,7 +83,7 @@ def purge(older_than: timedelta) -> dict[str, int]:
     """
     from django.db.models import Q
 
-    from .models import UsedClientAssertion
+    from .models import LaunchContext, UsedClientAssertion
 
     now = timezone.now()
     cutoff = now - older_than
@@ -84,4 +91,5 @@ def purge(older_than: timedelta) -> dict[str, int]:
         Q(revoked_at__lt=cutoff) | Q(refresh_expires_at__isnull=True) | Q(refresh_expires_at__lt=now))
     logins, _ = dead.delete()
     assertions, _ = UsedClientAssertion.objects.filter(expires_at__lt=now).delete()
-    return {"logins": logins, "client_assertions": assertions}
+    launches, _ = LaunchContext.objects.filter(created__lt=cutoff, expires_at__lt=now).delete()
+    return {"logins": logins, "client_assertions": assertions, "launches": launches}

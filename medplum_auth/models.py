@@ -352,6 +352,36 @@ class SigningKey(models.Model):
         return f"{self.kid} ({self.algorithm}, {self.status})"
 
 
+class LaunchContext(models.Model):
+    """A SMART EHR launch (SMART App Launch 2.2 §"EHR launch"): the patient (and encounter) an
+    app is opened with, by ``launch_uri?iss=<FHIR base>&launch=<id>``.
+
+    Single use and short-lived: ``/oauth2/authorize?launch=<id>`` of the same client binds it to
+    the login (which keeps the references) and marks it used. Created by
+    :func:`medplum_auth.services.create_launch`.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="launches",
+                                verbose_name=_("project"))
+    client = models.ForeignKey(settings.OAUTH2_PROVIDER_APPLICATION_MODEL, on_delete=models.CASCADE,
+                               related_name="launches", verbose_name=_("client"))
+    patient = models.CharField(_("patient"), max_length=128, help_text=_("Patient/<id>"))
+    encounter = models.CharField(_("encounter"), max_length=128, blank=True, help_text=_("Encounter/<id>"))
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+", verbose_name=_("created by"))
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    expires_at = models.DateTimeField(_("expires at"))
+    used_at = models.DateTimeField(_("used at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        verbose_name = _("launch context")
+
+    def __str__(self) -> str:
+        return f"Launch {self.id}"
+
+
 class Login(models.Model):
     """One authorization: a sign-in of a user (or a client, for client_credentials) to a client.
 
@@ -394,6 +424,12 @@ class Login(models.Model):
     user_agent = models.CharField(max_length=255, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    # SMART launch context: from an EHR launch (``launch``) or the standalone patient picker.
+    launch = models.ForeignKey(LaunchContext, on_delete=models.SET_NULL, null=True, blank=True,
+                               related_name="logins", verbose_name=_("EHR launch"))
+    launch_patient = models.CharField(_("patient context"), max_length=128, blank=True,
+                                      help_text=_("Patient/<id> chosen at launch (not the user's own profile)."))
+    launch_encounter = models.CharField(_("encounter context"), max_length=128, blank=True)
 
     class Meta:
         ordering = ["-created"]
@@ -412,6 +448,15 @@ class Login(models.Model):
         if self.membership_id:
             return self.membership.profile
         return None if self.user_id else f"ClientApplication/{self.client.client_id}"
+
+    @property
+    def patient_context(self) -> str | None:
+        """``Patient/<id>`` the login acts for: the launch patient, else a Patient's own profile."""
+        if self.launch_patient:
+            return self.launch_patient
+        if self.membership_id and self.membership.profile_type == ProfileType.PATIENT:
+            return self.membership.profile
+        return None
 
 
 class Consent(models.Model):

@@ -26,6 +26,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from . import assertions, logins, tokens
 from . import scopes as scope_utils
 from .conf import auth_settings
+from .launch import context_fields as launch_context_fields
 from .models import ClientApplication, Login
 from .queries import one_or_none
 from .services import revoke_login
@@ -121,7 +122,21 @@ class MedplumOAuth2Validator(OAuth2Validator):
         # to do this for Basic but looks for a WSGI "HTTP_AUTHORIZATION" key oauthlib never has).
         if _assertion_sent(request) or _basic_credentials(request):
             return True
+        if not request.client_id and request.grant_type == "refresh_token":
+            # RFC 6749 §6 and SMART App Launch 2.2 list no client_id for a public client's refresh
+            # (SMART client-js sends none): the client is the one the refresh token was issued to.
+            # A confidential one must still authenticate; a public one is checked as usual.
+            request.client_id = self._refresh_token_client_id(request.refresh_token)
         return super().client_authentication_required(request, *args, **kwargs)
+
+    def _refresh_token_client_id(self, refresh_token: Any) -> str | None:
+        """The client_id a current or rotated-out refresh token was issued to (reuse is then caught)."""
+        if not refresh_token or not isinstance(refresh_token, str) or len(refresh_token) > 512:
+            return None
+        digest = token_digest(refresh_token)
+        client_ids = Login.objects.values_list("client__client_id", flat=True)
+        return (client_ids.filter(refresh_digest=digest).first()
+                or client_ids.filter(previous_refresh_digest=digest).first())
 
     def authenticate_client_id(self, client_id: str, request: Any, *args: Any, **kwargs: Any) -> bool:
         """Public clients identify themselves by ``client_id`` alone (RFC 6749 §3.2.1)."""
@@ -184,6 +199,9 @@ class MedplumOAuth2Validator(OAuth2Validator):
             remote_addr=getattr(request, "remote_addr", None),
             user_agent=getattr(request, "user_agent", "") or "",
             code=code["code"],
+            launch=getattr(request, "medplum_launch", None),
+            launch_patient=getattr(request, "launch_patient", ""),
+            launch_encounter=getattr(request, "launch_encounter", ""),
         )
 
     def _login_for_code(self, code: str, lock: bool = False) -> Login | None:
@@ -267,7 +285,10 @@ class MedplumOAuth2Validator(OAuth2Validator):
 
     def access_token_lifetime(self, request: Any) -> int:
         client = request.client
-        return int(client.access_token_lifetime or auth_settings.ACCESS_TOKEN_LIFETIME)
+        lifetime = int(client.access_token_lifetime or auth_settings.ACCESS_TOKEN_LIFETIME)
+        if getattr(request, "grant_type", None) == "client_credentials":  # SMART Backend Services: ≤ 300 s
+            lifetime = min(lifetime, int(auth_settings.CLIENT_CREDENTIALS_MAX_LIFETIME))
+        return lifetime
 
     def _ensure_login(self, request: Any) -> Login:
         """client_credentials has no prior authorization: its login is made when tokens are."""
@@ -322,9 +343,12 @@ class MedplumOAuth2Validator(OAuth2Validator):
             token["profile"] = {"reference": profile}
             if login.membership_id:
                 token["profile"]["display"] = login.membership.profile_display
-        if login.membership_id and login.membership.profile_type == "Patient":
-            token["patient"] = login.membership.profile_id
-            token["need_patient_banner"] = True
+        if login.user_id:  # SMART launch context (medplum_auth.launch) and styles
+            context = launch_context_fields(login)
+            token.update(context)
+            if "patient" in context:
+                token["need_patient_banner"] = True
+            token["smart_style_url"] = f"{auth_settings.fhir_base_url}/.well-known/smart-styles.json"
         log.info("tokens issued login=%s client=%s grant=%s", login.pk, client.client_id,
                  getattr(request, "grant_type", None))
 

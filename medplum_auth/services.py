@@ -27,6 +27,7 @@ from .models import (
     AccessPolicy,
     ClientApplication,
     DefaultAccessPolicy,
+    LaunchContext,
     Login,
     Project,
     ProjectMembership,
@@ -516,3 +517,50 @@ def remove_membership(membership: ProjectMembership) -> None:
     membership_id, project_id, profile = membership.pk, membership.project_id, membership.profile
     membership.delete()
     logger.info("membership removed id=%s project=%s profile=%s", membership_id, project_id, profile)
+
+
+@transaction.atomic
+def create_launch(
+    client: ClientApplication,
+    patient: str,
+    *,
+    encounter: str | None = None,
+    project: Project | None = None,
+    created_by: Any = None,
+) -> LaunchContext:
+    """A SMART EHR launch context for ``client``: ``patient`` (``Patient/<id>`` or an id) and an
+    optional ``encounter``; usable once within ``LAUNCH_LIFETIME`` seconds.
+
+    ``project``, when given, is the caller's project and must be the client's. The client must
+    be active and have a launch URI. Whether the referenced resources exist is not checked here
+    (this app has no FHIR store); their shapes are. Open the app at
+    :func:`medplum_auth.launch.launch_url`.
+    """
+    from datetime import timedelta
+
+    from .launch import normalise_reference
+
+    errors: dict[str, list[str]] = {}
+    if project is not None and client.project_id != project.pk:
+        errors["client"] = ["The client belongs to another project."]
+    elif not client.is_active:
+        errors["client"] = ["The client is disabled."]
+    elif not client.launch_uri:
+        errors["client"] = ["The client has no launch URI."]
+    patient_ref = normalise_reference(patient, "Patient")
+    if patient_ref is None:
+        errors["patient"] = ["Enter a Patient reference like Patient/123."]
+    encounter_ref = ""
+    if encounter:
+        encounter_ref = normalise_reference(encounter, "Encounter") or ""
+        if not encounter_ref:
+            errors["encounter"] = ["Enter an Encounter reference like Encounter/456."]
+    if errors:
+        raise ValidationError(errors)
+    launch = LaunchContext.objects.create(
+        project_id=client.project_id, client=client, patient=patient_ref, encounter=encounter_ref,
+        created_by=created_by if getattr(created_by, "pk", None) else None,
+        expires_at=timezone.now() + timedelta(seconds=int(auth_settings.LAUNCH_LIFETIME)),
+    )
+    logger.info("launch created id=%s client_id=%s project=%s", launch.pk, client.client_id, client.project_id)
+    return launch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -20,6 +21,10 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+#: A scheme://host[:port] origin with nothing that could end or extend a CSP directive.
+ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.\-]+(?::\d{1,5})?\Z|^https?://\[[0-9A-Fa-f:]+\](?::\d{1,5})?\Z")
+
+
 def admin_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     """The sign-in pages' security headers (no framing, no referrer to other origins, no caching),
     with the stricter CSP above."""
@@ -28,7 +33,13 @@ def admin_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         response = protected(request, *args, **kwargs)
-        response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        policy = CONTENT_SECURITY_POLICY
+        # A form that ends in a redirect to another origin (the SMART "Launch app" action) needs
+        # that origin in form-action, or browsers block the redirect.
+        extra = [o for o in getattr(response, "form_action_origins", ()) if ORIGIN_RE.match(o)]
+        if extra:
+            policy = policy.replace("form-action 'self'", " ".join(["form-action 'self'", *extra]))
+        response["Content-Security-Policy"] = policy
         return response
 
     return wrapped

@@ -25,6 +25,7 @@ urlpatterns = [
     path(P + "clients/<int:pk>/retire/", clients.ClientRetireView.as_view(), name="client-retire"),
     path(P + "clients/<int:pk>/status/", clients.ClientStatusView.as_view(), name="client-status"),
     path(P + "clients/<int:pk>/delete/", clients.ClientDeleteView.as_view(), name="client-delete"),
+    path(P + "clients/<int:pk>/launch/", clients.ClientLaunchView.as_view(), name="client-launch"),
     # Access policies
     path(P + "policies/", policies.PolicyListView.as_view(), name="policies"),
     path(P + "policies/new/", policies.PolicyCreateView.as_view(), name="policy-create"),

@@ -8,7 +8,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from medplum_auth.models import Login, UsedClientAssertion
+from medplum_auth import services
+from medplum_auth.models import LaunchContext, Login, UsedClientAssertion
 from tests.factories import ClientApplicationFactory, MembershipFactory
 
 
@@ -37,11 +38,19 @@ def test_cleanup_deletes_only_dead_old_logins(project):
     recent = make_login(client, member, age_days=2)
     UsedClientAssertion.objects.create(jti_digest="a" * 64, expires_at=timezone.now() - timedelta(minutes=1))
     UsedClientAssertion.objects.create(jti_digest="b" * 64, expires_at=timezone.now() + timedelta(minutes=5))
+    client.launch_uri = "https://app.example.org/launch"
+    client.save()
+    old_launch = services.create_launch(client, "Patient/p-1")
+    LaunchContext.objects.filter(pk=old_launch.pk).update(created=timezone.now() - timedelta(days=40),
+                                                          expires_at=timezone.now() - timedelta(days=40))
+    new_launch = services.create_launch(client, "Patient/p-1")
 
     out = StringIO()
     call_command("medplum_cleanup", "--json", stdout=out)
 
-    assert json.loads(out.getvalue()) == {"deleted": {"logins": 3, "client_assertions": 1}, "days": 30}
+    assert json.loads(out.getvalue()) == {"deleted": {"logins": 3, "client_assertions": 1, "launches": 1},
+                                          "days": 30}
+    assert list(LaunchContext.objects.values_list("pk", flat=True)) == [new_launch.pk]
     remaining = set(Login.objects.values_list("pk", flat=True))
     assert remaining == {old_live_refresh.pk, recent.pk}
     assert not {old_no_refresh.pk, old_expired_refresh.pk, old_revoked.pk} & remaining

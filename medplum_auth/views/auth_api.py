@@ -196,3 +196,54 @@ def effective_policy(membership: ProjectMembership) -> dict[str, Any]:
     rules = policies.substitute_parameters(policy.resources, membership.policy_parameters()) if policy \
         else [{"resourceType": "*"}]
     return {"resourceType": "AccessPolicy", "resource": rules}
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class LaunchView(View):
+    """``POST /auth/launch``: create a SMART EHR launch context (Medplum's ``$smart-launch``).
+
+    Bearer token of a project admin or a Practitioner member; body
+    ``{"clientId", "patient", "encounter"?}`` (references or ids). Answers
+    ``{"launch": <id>, "url": "<launch_uri>?iss=<FHIR base>&launch=<id>"}``; the launch is single
+    use, for that client, within ``LAUNCH_LIFETIME`` seconds.
+    """
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        from django.core.exceptions import ValidationError
+
+        from .. import services
+        from ..launch import launch_url
+
+        context = bearer_context(request)
+        if isinstance(context, HttpResponse):
+            return context
+        membership = context.login.membership if context.login.membership_id else None
+        if membership is None or not (membership.admin or membership.profile_type == "Practitioner"):
+            return outcome("Forbidden: only project admins and practitioners can launch apps", status=403,
+                           code="forbidden")
+        data = _json_body(request)
+        if data is None:
+            return outcome("Request body must be a JSON object (Content-Type: application/json).")
+        client = ClientApplication.objects.select_related("project").filter(
+            client_id=str(data.get("clientId") or ""), project=context.login.project_id).first()
+        if client is None:
+            return outcome("Invalid clientId" if data.get("clientId") else "Missing clientId", expression="clientId")
+        patient, encounter = _reference(data.get("patient")), _reference(data.get("encounter"))
+        if not patient:
+            return outcome("Missing patient", expression="patient")
+        try:
+            launch = services.create_launch(client, patient, encounter=encounter or None,
+                                            project=context.login.project, created_by=context.login.user)
+        except ValidationError as exc:
+            field, messages = next(iter(exc.message_dict.items()))
+            return outcome(" ".join(messages), expression="clientId" if field == "client" else field)
+        response = JsonResponse({"launch": str(launch.pk), "url": launch_url(launch)}, status=201)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+def _reference(value: Any) -> Any:
+    """A reference string, an id, or a FHIR ``Reference`` object's ``reference``."""
+    return value.get("reference") if isinstance(value, dict) else value

@@ -13,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from .. import bearer, tokens
 from ..authorization import add_params, error_page
 from ..clientauth import authenticate_client
+from ..launch import context_fields as launch_context_fields
 from ..models import ClientApplication, Login
 from ..oauth2_validators import token_digest
 from ..services import revoke_login
@@ -154,8 +155,7 @@ class IntrospectView(View):
             body["exp"] = int(login.refresh_expires_at.timestamp())
         if login.profile:
             body["fhirUser"] = f"{tokens.auth_settings.fhir_base_url}/{login.profile}"
-        if login.membership_id and login.membership.profile_type == "Patient":
-            body["patient"] = login.membership.profile_id
+        body.update(launch_context_fields(login))  # SMART 2.2 token introspection: echo the launch context
         response = JsonResponse(body)
         response["Cache-Control"] = "no-store"
         return response

@@ -14,6 +14,7 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
 from .. import authorization
+from .. import launch as launch_utils
 from ..signin import authenticate_email
 from .decorators import auth_page
 
@@ -106,5 +107,54 @@ class ConsentView(_PendingMixin, View):
         granted = [s for s in self.pending["scopes"] if s in chosen or s == "openid"]
         authorization.record_consent(request.user, self.client, granted)
         self.pending["granted"] = granted
+        authorization.save(request, self.rid, self.pending)
+        return HttpResponseRedirect(_resume_url(self.rid))
+
+
+PICKER_RESULTS = 20
+
+
+@method_decorator([auth_page, csrf_protect], name="dispatch")
+class PatientView(_PendingMixin, View):
+    """The standalone-launch patient picker (``launch/patient`` by a user who is not a Patient).
+
+    It searches through ``medplum_auth.launch.patient_search()``; without one it asks for an id.
+    """
+
+    template_name = "medplum_auth/patient.html"
+
+    def _membership(self, request: HttpRequest):  # type: ignore[no-untyped-def]
+        """The profile that needs a patient; ``None`` (back to the flow) for anyone else."""
+        if not request.user.is_authenticated or "launch" in self.pending["params"]:
+            return None
+        membership = authorization.chosen_membership(request.user, self.client, self.pending)
+        if membership is None or not launch_utils.wants_patient_picker(self.pending["scopes"], membership):
+            return None
+        return membership
+
+    def _page(self, membership: object, status: int = 200, **extra: object) -> HttpResponse:
+        search = launch_utils.patient_search()
+        query = self.request.GET.get("q", "").strip()[:200]
+        results = search(membership, query=query)[:PICKER_RESULTS] if search is not None else []
+        return render(self.request, self.template_name,
+                      self.context(searchable=search is not None, query=query, results=results, **extra),
+                      status=status)
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        membership = self._membership(request)
+        if membership is None:
+            return HttpResponseRedirect(_resume_url(self.rid))
+        return self._page(membership)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        membership = self._membership(request)
+        if membership is None:
+            return HttpResponseRedirect(_resume_url(self.rid))
+        value = request.POST.get("patient", "")
+        reference = launch_utils.check_patient(membership, value)
+        if reference is None:
+            return self._page(membership, status=400, value=value, error="Choose a patient you can access.")
+        self.pending["patient"] = reference
+        self.pending["patient_for"] = str(membership.pk)
         authorization.save(request, self.rid, self.pending)
         return HttpResponseRedirect(_resume_url(self.rid))

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import secrets
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -16,10 +16,11 @@ from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
+from medplum_auth import launch as launch_utils
 from medplum_auth import onetime, services
 from medplum_auth.conf import auth_settings
 from medplum_auth.forms import add_service_error
-from medplum_auth.models import ClientApplication
+from medplum_auth.models import ClientApplication, ProjectMembership
 
 from ..forms import ClientCreateForm, ClientEditForm
 from .base import HttpResponseSeeOther, ProjectAdminView, error_text
@@ -111,8 +112,22 @@ class ClientDetailView(ClientView):
     template = "project_admin/clients/detail.html"
 
     def page(self, client: ClientApplication, form: ClientEditForm, status: int = 200) -> HttpResponse:
-        return self.render(self.template, status=status, client=client, authorize=authorize_example(client),
-                           **_split_fields(form, ClientEditForm.ADVANCED_FIELDS))
+        response = self.render(self.template, status=status, client=client, authorize=authorize_example(client),
+                               launch_patients=self.launch_patients(client),
+                               **_split_fields(form, ClientEditForm.ADVANCED_FIELDS))
+        if client.launch_uri:  # "Launch app" posts here and is redirected to the app
+            parts = urlsplit(client.launch_uri)
+            response.form_action_origins = [f"{parts.scheme}://{parts.netloc}"]
+        return response
+
+    def launch_patients(self, client: ClientApplication) -> list[dict[str, str]]:
+        """Suggestions for the "Launch app" patient field, from the patient search if one is set up."""
+        search = launch_utils.patient_search()
+        if not client.launch_uri or search is None:
+            return []
+        membership = ProjectMembership.objects.filter(user=self.request.user, project=self.project,
+                                                      active=True).first()
+        return search(membership) if membership is not None else []
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         client = self.client(pk)
@@ -131,6 +146,20 @@ class ClientDetailView(ClientView):
         # The form changed the instance in place; show the saved client beside the submitted input.
         client.refresh_from_db()
         return self.page(client, form, status=400)
+
+
+class ClientLaunchView(ClientView):
+    """SMART EHR launch: make a launch context for the chosen patient and open the app with it."""
+
+    def post(self, request: HttpRequest, pk: int) -> HttpResponse:
+        client = self.client(pk)
+        try:
+            launch = services.create_launch(client, request.POST.get("patient", ""),
+                                            encounter=request.POST.get("encounter", "").strip() or None,
+                                            project=self.project, created_by=request.user)
+        except ValidationError as exc:
+            return self.done(error_text(exc), "client", client.pk, level=messages.ERROR)
+        return HttpResponseSeeOther(launch_utils.launch_url(launch))
 
 
 class ClientRotateView(ClientView):

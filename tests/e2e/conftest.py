@@ -3,7 +3,7 @@
 A session-scoped gunicorn (``config.wsgi``, two worker processes) serves the app on a free
 127.0.0.1 port, on the same test database as the session (transactional tests commit their rows,
 so the server sees them; on SQLite ``tests/settings.py`` puts the test database in a file). The Node
-project in ``e2e/`` (openid-client, @medplum/core, playwright-core driving Debian's
+project in ``e2e/`` (openid-client, @medplum/core, fhirclient, playwright-core driving Debian's
 ``/usr/bin/chromium``) is installed with ``npm ci`` once when its ``node_modules`` is missing or out of
 date. Each test seeds a project, a public client and a Patient through ``medplum_auth.services``,
 runs one ``node e2e/<script>.mjs`` with environment variables and asserts on its JSON output.
@@ -98,25 +98,34 @@ class LiveServer:
             return ""
 
 
-@pytest.fixture(scope="session")
-def live_gunicorn(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory,
-                  node_project: Path) -> Iterator[LiveServer]:
-    """gunicorn ``config.wsgi`` with 2 workers on the session's test database."""
-    from django.conf import settings
+def test_database() -> dict[str, Any]:
+    """The session's test database settings, for a server process (fails for in-memory SQLite)."""
     from django.db import connection
 
     db = {k: v for k, v in connection.settings_dict.items() if k != "TEST"}
     if db["ENGINE"].endswith("sqlite3") and (not db["NAME"] or connection.is_in_memory_db()):
         pytest.fail("The SQLite test database is in memory; tests/settings.py must give it a file name.")
+    return db
+
+
+@contextlib.contextmanager
+def gunicorn(log: Path, issuer: str | None = None, workers: int = 2) -> Iterator[LiveServer]:
+    """Run ``config.wsgi`` under gunicorn on a free port and the test database until the block ends.
+
+    ``issuer`` defaults to the server's own URL; give another instance's URL to run a second
+    instance of the same deployment (as behind a load balancer).
+    """
+    from django.conf import settings
+
+    db = test_database()
     sock = _free_socket()
-    port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("e2e-server") / "gunicorn.log"
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    issuer = issuer or url
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.e2e.server_settings",
         "MEDPLUM_E2E_DATABASE": json.dumps(db, default=str),
-        "MEDPLUM_ISSUER": url,
+        "MEDPLUM_ISSUER": issuer,
         "SECRET_KEY": settings.SECRET_KEY,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DEBUG": "0",
@@ -125,9 +134,9 @@ def live_gunicorn(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory
     }
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "--workers", "2", "--bind", f"fd://{sock.fileno()}",
-             "--access-logfile", "-", "--error-logfile", "-", "--log-level", "warning", "--timeout", "60",
-             "--graceful-timeout", "5"],
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "--workers", str(workers),
+             "--bind", f"fd://{sock.fileno()}", "--access-logfile", "-", "--error-logfile", "-",
+             "--log-level", "warning", "--timeout", "60", "--graceful-timeout", "5"],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, pass_fds=(sock.fileno(),),
         )
     sock.close()
@@ -139,7 +148,7 @@ def live_gunicorn(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory
                 pytest.fail(f"gunicorn exited with {proc.returncode}:\n{server.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{url}/.well-known/openid-configuration", timeout=2) as response:
-                    if json.load(response)["issuer"] == url:
+                    if json.load(response)["issuer"] == issuer:
                         break
             except OSError:
                 pass
@@ -155,6 +164,14 @@ def live_gunicorn(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_gunicorn(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory,
+                  node_project: Path) -> Iterator[LiveServer]:
+    """gunicorn ``config.wsgi`` with 2 workers on the session's test database."""
+    with gunicorn(tmp_path_factory.mktemp("e2e-server") / "gunicorn.log") as server:
+        yield server
 
 
 @dataclass

@@ -280,10 +280,10 @@ def test_smart_configuration(client, path):
     assert body["response_types_supported"] == ["code"]
     assert body["code_challenge_methods_supported"] == ["S256"]
     assert "authorization_code" in body["grant_types_supported"]
-    # Only what works today: no EHR launch, no style, no encounter context yet.
-    assert not {"launch-ehr", "context-style", "context-ehr-patient", "context-ehr-encounter"} & set(
-        body["capabilities"])
-    assert {"launch-standalone", "client-public", "client-confidential-symmetric", "sso-openid-connect",
+    # Only what works (tests/oauth/test_smart_launch.py): no standalone encounter picker.
+    assert "context-standalone-encounter" not in body["capabilities"]
+    assert {"launch-ehr", "context-style", "context-ehr-patient", "context-ehr-encounter",
+            "launch-standalone", "client-public", "client-confidential-symmetric", "sso-openid-connect",
             "context-standalone-patient", "permission-patient", "permission-v1", "permission-v2"} <= set(
         body["capabilities"])
 

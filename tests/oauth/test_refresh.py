@@ -233,3 +233,50 @@ def test_always_issue_refresh_token_client_keeps_rotating(client, oauth_project,
     body = refresh(client, app, tokens["refresh_token"]).json()
     assert body["refresh_token"] != tokens["refresh_token"]
     assert_oauth_error(refresh(client, app, tokens["refresh_token"]), "invalid_grant")
+
+
+def _refresh_without_client_id(http: Any, refresh_token: str, **extra: Any):
+    return post_form(http, "/oauth2/token", {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra})
+
+
+@pytest.mark.spec("RFC 6749 §6")
+@pytest.mark.spec("SMART App Launch 2.2 refresh: grant_type, refresh_token, scope (no client_id)")
+def test_public_client_may_refresh_without_client_id(client, flow, offline):
+    """SMART client-js (fhirclient) sends no client_id by default: the token names its client."""
+    response = _refresh_without_client_id(client, offline["refresh_token"])
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["refresh_token"] != offline["refresh_token"]
+    assert body["patient"] == offline["patient"]
+    assert verify_jwt(client, body["access_token"])[1]["client_id"] == flow.app.client_id
+    assert login_of(body["access_token"]) == login_of(offline["access_token"])
+    narrowed = _refresh_without_client_id(client, body["refresh_token"], scope="openid offline_access")
+    assert narrowed.status_code == 200 and narrowed.json()["scope"] == "openid offline_access"
+
+
+@pytest.mark.spec("RFC 9700 §4.14.2")
+def test_replay_without_client_id_still_revokes_the_family(client, flow, offline):
+    rotated = _refresh_without_client_id(client, offline["refresh_token"]).json()
+    assert_oauth_error(_refresh_without_client_id(client, offline["refresh_token"]), "invalid_grant",
+                       description="Token revoked")
+    assert login_of(offline["access_token"]).revoked_reason == "refresh_token_reuse"
+    assert_oauth_error(refresh(client, flow.app, rotated["refresh_token"]), "invalid_grant")
+
+
+@pytest.mark.spec("RFC 6749 §6")
+def test_confidential_client_without_client_id_must_still_authenticate(client, confidential_client, patient):
+    flow = Flow(client, confidential_client)
+    tokens = obtain_tokens(flow, scope=OFFLINE, token_overrides={"client_secret": confidential_client.plaintext_secret})
+    assert_oauth_error(_refresh_without_client_id(client, tokens["refresh_token"]), "invalid_client", status=401)
+    assert_oauth_error(_refresh_without_client_id(client, tokens["refresh_token"], client_secret="0" * 64),
+                       "invalid_client", status=401)
+    assert login_of(tokens["access_token"]).revoked_at is None
+    ok = _refresh_without_client_id(client, tokens["refresh_token"], client_secret=confidential_client.plaintext_secret)
+    assert ok.status_code == 200, ok.content
+
+
+@pytest.mark.parametrize("value", ["not-a-token", "r" * 600])
+def test_unknown_refresh_token_without_client_id_is_refused(client, flow, offline, value):
+    response = _refresh_without_client_id(client, value)
+    assert response.status_code in (400, 401)
+    assert response.json()["error"] in {"invalid_client", "invalid_grant"}

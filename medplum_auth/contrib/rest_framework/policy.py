@@ -4,7 +4,7 @@
   default) with the membership's ``%patient``/``%profile`` parameters.
 * ``client_credentials`` logins: the client's own access policy (no policy = full access).
 * Either way intersected with the token's SMART scopes; ``patient/`` scopes are confined to
-  the patient context (a Patient profile's own reference).
+  the patient context (the SMART launch patient, else a Patient profile's own reference).
 
 This module has no DRF imports; it sits here because only resource servers need it.
 """
@@ -16,11 +16,9 @@ from medplum_auth.bearer import AccessContext
 
 
 def patient_context(context: AccessContext) -> str | None:
-    """``Patient/<id>`` the token acts for, if any: the signed-in Patient's own profile."""
-    membership = context.login.membership if context.login.membership_id else None
-    if membership is not None and membership.profile_type == "Patient":
-        return membership.profile
-    return None
+    """``Patient/<id>`` the token acts for, if any: the SMART launch patient (EHR launch or the
+    standalone picker), else the signed-in Patient's own profile."""
+    return context.login.patient_context
 
 
 def effective_policy_for(context: AccessContext) -> EffectivePolicy:
@@ -28,6 +26,7 @@ def effective_policy_for(context: AccessContext) -> EffectivePolicy:
     login = context.login
     if login.membership_id:
         rules, parameters, patient = login_inputs(membership=login.membership)
+        patient = login.launch_patient or patient
     elif login.user_id:
         # A user login without a chosen profile has no place in the project: nothing is allowed.
         return EffectivePolicy([])

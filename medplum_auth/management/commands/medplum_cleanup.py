@@ -1,4 +1,4 @@
-"""``manage.py medplum_cleanup``: delete expired logins and spent client-assertion ids (run daily)."""
+"""``manage.py medplum_cleanup``: delete expired logins, spent client-assertion ids and old launches (run daily)."""
 
 from __future__ import annotations
 
