@@ -30,7 +30,7 @@ OFFLINE_SCOPES = frozenset({"offline_access", "offline"})
 
 _SMART_RE = re.compile(
     r"^(?P<context>patient|user|system)/(?P<type>\*|[A-Z][A-Za-z]{1,63})\."
-    r"(?P<perm>read|write|\*|c?r?u?d?s?)(?:\?(?P<query>[^\s?#]+))?$"
+    r"(?P<perm>read|write|\*|c?r?u?d?s?)(?:\?(?P<query>[^\s?#]+))?\Z"
 )
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 _VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
