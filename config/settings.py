@@ -80,6 +80,11 @@ DATABASES = {
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60"))
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
+    # Server-side binding lets psycopg prepare the hot queries (token and login lookups) after
+    # a few uses, so PostgreSQL stops re-planning a multi-table join on every request. Turn it
+    # off (DB_PREPARED_STATEMENTS=0) behind a pooler in transaction mode, e.g. PgBouncer < 1.21.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if os.environ.get("REDIS_URL"):
