@@ -17,6 +17,7 @@ from typing import Any
 # the secret field. Importing it here forces its registrations before we replace that one,
 # whatever the order of INSTALLED_APPS.
 import oauth2_provider.admin  # noqa: F401
+import oauth2_provider.models
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.exceptions import DisallowedModelAdminToField
@@ -298,6 +299,13 @@ class ProjectMembershipAdmin(ServiceAdmin):
 if admin.site.is_registered(ClientApplication):
     admin.site.unregister(ClientApplication)
 
+# Tokens live on Login (digests only; access tokens are JWTs and never stored): django-oauth-
+# toolkit's token tables stay empty, and their admins would only mislead an operator.
+for _dot_model in (oauth2_provider.models.get_access_token_model(), oauth2_provider.models.get_refresh_token_model(),
+                   oauth2_provider.models.get_id_token_model(), oauth2_provider.models.get_grant_model()):
+    if admin.site.is_registered(_dot_model):
+        admin.site.unregister(_dot_model)
+
 
 @admin.register(ClientApplication)
 class ClientApplicationAdmin(ServiceAdmin):
@@ -552,6 +560,17 @@ class LoginAdmin(ViewOnlyAdmin):
     list_select_related = ("project", "client", "user")
     search_fields = ("user__email", "client__client_id", "client__name")
     raw_id_fields = ("user", "client", "membership")
+    actions = ["revoke_selected"]
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+    @admin.action(description=_("Revoke selected logins (their tokens stop working at once)"),
+                  permissions=["revoke"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[Login]) -> None:
+        revoked = sum(services.revoke_login(login, reason="admin_revoked") for login in queryset)
+        self.message_user(request, ngettext("%(count)d login revoked.", "%(count)d logins revoked.", revoked)
+                          % {"count": revoked}, messages.SUCCESS)
 
 
 @admin.register(LaunchContext)
