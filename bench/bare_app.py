@@ -1,4 +1,4 @@
-"""The baseline of ``oauth_bench.py``: a bare Django project with one ``JsonResponse`` view.
+"""The baseline of ``oauth_bench.py`` and ``fhir_bench.py``: a bare Django project with one ``JsonResponse`` view.
 
 No installed apps, no middleware, no database: what one Django request costs under the same
 gunicorn (same worker count, same worker class) before any of our code runs. Served as

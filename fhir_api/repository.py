@@ -36,9 +36,10 @@ from medplum_auth.contrib.rest_framework.exceptions import (
     PreconditionFailed,
     ResourceNotFound,
 )
+from medplum_auth.queries import one_or_none
 
 from .models import Resource, ResourceVersion, SearchIndex
-from .query import Condition, Include, Target, condition_q, filters_match, filters_q
+from .query import Condition, Include, Target, condition_q, criteria_conditions, filters_match, filters_q
 from .search_params import ID_RE, SEARCH_PARAMETERS, compartment, index_values, param_values
 from .validation import validate_resource
 
@@ -148,7 +149,7 @@ class Repository:
 
     def read(self, resource_type: str, resource_id: str) -> Resource:
         decision = self.decide(resource_type, "read")
-        row = self._scoped(resource_type, decision).filter(resource_id=resource_id).first()
+        row = one_or_none(self._scoped(resource_type, decision).filter(resource_id=resource_id))
         if row is None:
             raise ResourceNotFound()
         if row.deleted:
@@ -157,7 +158,7 @@ class Repository:
 
     def vread(self, resource_type: str, resource_id: str, version_id: str) -> ResourceVersion:
         decision = self.decide(resource_type, "vread")
-        row = self._scoped(resource_type, decision).filter(resource_id=resource_id).first()
+        row = one_or_none(self._scoped(resource_type, decision).filter(resource_id=resource_id))
         if row is None or not version_id.isdigit():
             raise ResourceNotFound()
         version = row.versions.filter(version_id=int(version_id)).first()
@@ -171,7 +172,7 @@ class Repository:
     def history(self, resource_type: str, resource_id: str) -> list[ResourceVersion]:
         """Versions newest first; versions outside a filtered policy are left out."""
         decision = self.decide(resource_type, "history")
-        row = self._scoped(resource_type, decision).filter(resource_id=resource_id).first()
+        row = one_or_none(self._scoped(resource_type, decision).filter(resource_id=resource_id))
         if row is None:
             raise ResourceNotFound()
         versions = list(row.versions.order_by("-version_id"))
@@ -183,13 +184,17 @@ class Repository:
         decision = self.decide(resource_type, "search")
         self._check_searchable(resource_type, conditions)
         queryset = self._scoped(resource_type, decision).filter(deleted=False)
+        imposed = _imposed_conditions(resource_type, decision)
         for condition in conditions:
-            queryset = queryset.filter(condition_q(self.project_id, resource_type, condition))
-        total = queryset.count()
-        if total_only or count == 0 or offset >= total:
-            return Page([], total)
+            if condition not in imposed:  # the policy's own copy of it is in the query already
+                queryset = queryset.filter(condition_q(self.project_id, resource_type, condition))
+        if total_only or count == 0:
+            return Page([], queryset.count())
         ordered = queryset.order_by(*SORTS.get(sort or "", ("pk",)))
-        return Page(list(ordered[offset:offset + count]), total)
+        rows = list(ordered[offset:offset + count])
+        if len(rows) < count and (rows or offset == 0):
+            return Page(rows, offset + len(rows))  # the last page: its end is the total
+        return Page(rows, queryset.count())
 
     def include(self, resource_type: str, rows: list[Resource], includes: list[Include]) -> list[Resource]:
         """The resources that the matches' ``includes`` refer to and that this caller may read.
@@ -356,6 +361,24 @@ def _with_meta(resource_type: str, resource_id: str, content: dict[str, Any], ve
     rest = {k: v for k, v in content.items() if k not in ("resourceType", "id", "meta")}
     return {"resourceType": resource_type, "id": resource_id,
             "meta": {"versionId": str(version), "lastUpdated": format_instant(now), **meta}, **rest}
+
+
+def _imposed_conditions(resource_type: str, decision: Decision) -> frozenset[Condition]:
+    """Conditions that every usable alternative of a filtered decision imposes (none otherwise).
+
+    The decision's filters are in the query whatever the search asks (:meth:`Repository._scoped`),
+    so a search condition among these adds nothing but a second copy of the same filter to the
+    SQL (``Observation?subject=%patient`` and a search on ``subject=Patient/<id>``): it is left out.
+    Alternatives this server cannot evaluate match nothing and impose nothing.
+    """
+    if decision.outcome != "filtered":
+        return frozenset()
+    imposed: frozenset[Condition] | None = None
+    for criteria in decision.filters:
+        conditions = criteria_conditions(resource_type, criteria)
+        if conditions is not None:
+            imposed = frozenset(conditions) if imposed is None else imposed & frozenset(conditions)
+    return imposed or frozenset()
 
 
 def _target(resource_type: str, resource_id: str, content: dict[str, Any], last_updated: datetime | None) -> Target:
