@@ -9,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
 
@@ -35,13 +34,6 @@ from tests.oauth.conftest import (
 
 INVALID_CREDENTIALS = "Email or password is invalid"
 
-
-@pytest.fixture(autouse=True)
-def _no_throttle_carry_over():
-    """Sign-in failures are counted in the cache, which outlives each test's database."""
-    cache.clear()
-    yield
-    cache.clear()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import time
 from urllib.parse import urlencode
 
 import pytest
-from django.core.cache import cache
 from django.test import Client, override_settings
 
 from medplum_auth import authorization, tokens
@@ -31,13 +30,6 @@ from tests.oauth.conftest import (
 
 OTHER_URI = "https://app.example.org/other"
 
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    cache.clear()  # sign-in throttling counters
-    tokens.clear_cache()
-    yield
-    tokens.clear_cache()
 
 
 @pytest.fixture

@@ -26,13 +26,12 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.test import Client, override_settings
 from django.utils import timezone
 from jwcrypto import jwk, jws
 
-from medplum_auth import authorization, tokens
+from medplum_auth import authorization
 from medplum_auth.models import ClientApplication, Login
 from medplum_auth.services import rotate_signing_keys
 from tests.factories import ClientApplicationFactory
@@ -40,13 +39,6 @@ from tests.oauth.conftest import REDIRECT_URI, Flow, pkce_pair, post_form, query
 
 PLAN = "OIDF oidcc-basic-certification-test-plan: "
 
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    cache.clear()
-    tokens.clear_cache()
-    yield
-    tokens.clear_cache()
 
 
 class RP:

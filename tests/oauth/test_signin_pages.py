@@ -11,10 +11,9 @@ import re
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.test import Client, override_settings
 
-from medplum_auth import authorization, signin, tokens
+from medplum_auth import authorization, signin
 from medplum_auth.conf import auth_settings
 from medplum_auth.models import Consent, Login
 from tests.factories import DEFAULT_PASSWORD, ClientApplicationFactory, MembershipFactory, ProjectFactory, UserFactory
@@ -30,13 +29,6 @@ from tests.oauth.conftest import (
 
 INVALID = "Email or password is invalid"
 
-
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    cache.clear()  # sign-in throttling counters
-    tokens.clear_cache()
-    yield
-    tokens.clear_cache()
 
 
 @pytest.fixture
