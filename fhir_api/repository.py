@@ -36,7 +36,7 @@ from medplum_auth.contrib.rest_framework.exceptions import (
     PreconditionFailed,
     ResourceNotFound,
 )
-from medplum_auth.queries import one_or_none
+from medplum_auth.queries import CompiledLookup, one_or_none
 
 from .models import Resource, ResourceVersion, SearchIndex
 from .query import Condition, Include, Target, condition_q, criteria_conditions, filters_match, filters_q
@@ -148,9 +148,16 @@ class Repository:
     # --- reads -----------------------------------------------------------------------------
 
     def read(self, resource_type: str, resource_id: str) -> Resource:
+        """The current version, if this caller may read it; else 404, as if it did not exist.
+
+        Fetched by its unique key and checked against the policy's filters in Python (the rules
+        :func:`~fhir_api.query.filters_match` shares with the SQL form), as vread and history
+        check versions: one primary-key-like lookup instead of the policy's subqueries.
+        """
         decision = self.decide(resource_type, "read")
-        row = one_or_none(self._scoped(resource_type, decision).filter(resource_id=resource_id))
-        if row is None:
+        row = _current_resource.get(self.project_id, resource_type, resource_id)
+        if row is None or not self._version_allowed(resource_type, decision, resource_id, row.content,
+                                                    row.last_updated):
             raise ResourceNotFound()
         if row.deleted:
             raise Gone()
@@ -388,3 +395,6 @@ def _target(resource_type: str, resource_id: str, content: dict[str, Any], last_
 
 def valid_id(value: str) -> bool:
     return bool(ID_RE.match(value))
+
+
+_current_resource = CompiledLookup(Resource, Resource.objects.all, keys=("project", "resource_type", "resource_id"))

@@ -8,18 +8,28 @@ opaque and never JWTs.
 
 Public keys and the active signer are cached per process for a short time: key rows are
 immutable, and a rotated-out key stays published, so a stale cache costs nothing.
+
+jwcrypto loads and exports the keys; the compact JWS itself (RFC 7515 §7.1) is built and
+checked here with ``cryptography``, which jwcrypto uses underneath: jwcrypto's per-token object
+setup cost several times the signature check itself on every API request.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import threading
 import time
 import uuid
 from typing import Any
 
-from jwcrypto import jwk, jws
-from jwcrypto.common import JWException
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from jwcrypto import jwk
 
 from . import keys
 from .conf import auth_settings
@@ -29,9 +39,13 @@ ID_TOKEN_TYPE = "JWT"
 CACHE_SECONDS = 30
 CLOCK_SKEW = 30
 
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"RS256": hashes.SHA256, "ES256": hashes.SHA256,
+                                                  "ES384": hashes.SHA384}
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+
 _lock = threading.Lock()
-_signer: tuple[float, Any, jwk.JWK] | None = None
-_public: dict[str, tuple[float, jwk.JWK | None, str]] = {}
+_signer: tuple[float, Any, Any] | None = None
+_public: dict[str, tuple[float, Any, str]] = {}
 _algorithms: tuple[float, list[str]] | None = None
 
 
@@ -48,7 +62,8 @@ def clear_cache(**kwargs: Any) -> None:
         _public.clear()
 
 
-def _active_signer() -> tuple[Any, jwk.JWK]:
+def _active_signer() -> tuple[Any, Any]:
+    """``(SigningKey row, cryptography private key)`` of the active signer."""
     global _signer
     now = time.monotonic()
     cached = _signer
@@ -59,12 +74,13 @@ def _active_signer() -> tuple[Any, jwk.JWK]:
         from .services import ensure_signing_key
 
         row = ensure_signing_key()
-    key = keys.load_private_key(row)
+    key = keys.load_private_key(row).get_op_key("sign")
     _signer = (now, row, key)
     return row, key
 
 
-def _public_key(kid: str) -> tuple[jwk.JWK | None, str]:
+def _public_key(kid: str) -> tuple[Any, str]:
+    """``(cryptography public key or None, algorithm)`` of a published key."""
     now = time.monotonic()
     cached = _public.get(kid)
     if cached and now - cached[0] < CACHE_SECONDS:
@@ -72,7 +88,7 @@ def _public_key(kid: str) -> tuple[jwk.JWK | None, str]:
     from .models import SigningKey
 
     row = SigningKey.objects.filter(kid=kid).exclude(status=SigningKey.Status.RETIRED).first()
-    key = jwk.JWK(**row.public_jwk) if row else None
+    key = jwk.JWK(**row.public_jwk).get_op_key("verify") if row else None
     algorithm = row.algorithm if row else ""
     if len(_public) > 64:
         _public.clear()
@@ -96,13 +112,48 @@ def published_algorithms() -> list[str]:
     return algorithms
 
 
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(segment: str) -> bytes:
+    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _json(value: dict[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _signature(key: Any, algorithm: str, signing_input: bytes) -> bytes:
+    digest = _HASHES[algorithm]()
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(signing_input, padding.PKCS1v15(), digest)
+    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(digest)))
+    size = (key.curve.key_size + 7) // 8  # JWS ECDSA signatures are R || S, fixed width (RFC 7518 §3.4)
+    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def _verify(key: Any, algorithm: str, signature: bytes, signing_input: bytes) -> None:
+    """Raise ``InvalidSignature`` unless ``signature`` is ``key``'s over ``signing_input``."""
+    digest = _HASHES[algorithm]()
+    if isinstance(key, rsa.RSAPublicKey):
+        key.verify(signature, signing_input, padding.PKCS1v15(), digest)
+        return
+    size = (key.curve.key_size + 7) // 8
+    if len(signature) != 2 * size:
+        raise InvalidSignature("wrong ECDSA signature length")
+    r, s = int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
+    key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(digest))
+
+
 def sign(claims: dict[str, Any], typ: str = ID_TOKEN_TYPE) -> str:
     """Sign ``claims`` with the active key; the header carries ``alg``, ``kid`` and ``typ``."""
     row, key = _active_signer()
-    token = jws.JWS(json.dumps(claims, separators=(",", ":")).encode())
     header = {"alg": row.algorithm, "kid": row.kid, "typ": typ}
-    token.add_signature(key, alg=row.algorithm, protected=json.dumps(header, separators=(",", ":")))
-    return token.serialize(compact=True)
+    signing_input = f"{_b64(_json(header))}.{_b64(_json(claims))}".encode("ascii")
+    return f"{signing_input.decode('ascii')}.{_b64(_signature(key, row.algorithm, signing_input))}"
 
 
 def decode(token: str, typ: str, *, verify_exp: bool = True) -> dict[str, Any]:
@@ -113,24 +164,26 @@ def decode(token: str, typ: str, *, verify_exp: bool = True) -> dict[str, Any]:
     """
     if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16384:
         raise InvalidToken("not a compact JWS")
+    header_segment, payload_segment, signature_segment = token.split(".")
     try:
-        parsed = jws.JWS()
-        parsed.deserialize(token)
-        header = parsed.jose_header
-    except (JWException, ValueError, TypeError) as exc:
+        header = json.loads(_unb64(header_segment))
+        signature = _unb64(signature_segment)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidToken("malformed token") from exc
     if not isinstance(header, dict) or header.get("typ") != typ:
         raise InvalidToken("wrong token type")
+    if "crit" in header:  # we never issue extensions, so none can be understood (RFC 7515 §4.1.11)
+        raise InvalidToken("unsupported critical header")
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise InvalidToken("missing kid")
     key, algorithm = _public_key(kid)
-    if key is None or header.get("alg") != algorithm:
+    if key is None or header.get("alg") != algorithm or algorithm not in _HASHES:
         raise InvalidToken("unknown key")
     try:
-        parsed.verify(key, alg=algorithm)
-        claims = json.loads(parsed.payload)
-    except (JWException, ValueError, TypeError) as exc:
+        _verify(key, algorithm, signature, f"{header_segment}.{payload_segment}".encode("ascii"))
+        claims = json.loads(_unb64(payload_segment))
+    except (InvalidSignature, ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidToken("bad signature") from exc
     if not isinstance(claims, dict) or claims.get("iss") != auth_settings.ISSUER:
         raise InvalidToken("wrong issuer")

@@ -1,0 +1,83 @@
+"""``medplum_auth.queries.CompiledLookup``: the SQL compiled once must give what the ORM gives."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from medplum_auth.bearer import bearer_logins
+from medplum_auth.models import Login, ProjectMembership
+from medplum_auth.queries import CompiledLookup
+
+from .factories import AccessPolicyFactory, ClientApplicationFactory, MembershipFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def make_login(**kwargs) -> Login:
+    client = ClientApplicationFactory(access_policy=AccessPolicyFactory())
+    membership = MembershipFactory(project=client.project, access_policy=AccessPolicyFactory(project=client.project),
+                                   access_parameters={"org": "Organization/1"})
+    return Login.objects.create(user=membership.user, client=client, project=client.project,
+                                membership=membership, auth_time=membership.created, **kwargs)
+
+
+def test_bearer_lookup_matches_the_orm_in_one_query():
+    login = make_login(launch_patient="Patient/9", scope="openid patient/*.rs")
+    make_login()  # another row the lookup must not return
+    lookup = CompiledLookup(Login, bearer_logins)
+    lookup.get(login.pk)  # compiles
+    with CaptureQueriesContext(connection) as queries:
+        found = lookup.get(str(login.pk))
+        values = (found.pk, found.user.email, found.user.is_active, found.project.active, found.client.client_id,
+                  found.client.access_policy.resources, found.membership.profile,
+                  found.membership.access_policy.resources, found.membership.access_parameters, found.launch_patient)
+    assert len(queries) == 1
+    orm = Login.objects.select_related("user", "project", "client__access_policy",
+                                       "membership__access_policy").get(pk=login.pk)
+    assert values == (orm.pk, orm.user.email, orm.user.is_active, orm.project.active, orm.client.client_id,
+                      orm.client.access_policy.resources, orm.membership.profile,
+                      orm.membership.access_policy.resources, {"org": "Organization/1"}, "Patient/9")
+    assert found.membership.access_parameters == {"org": "Organization/1"}  # JSON decoded, not a string
+    assert found.redirect_uri == orm.redirect_uri  # a column left out loads lazily, still right
+
+
+def test_lookup_sees_changes_at_once():
+    login = make_login()
+    lookup = CompiledLookup(Login, bearer_logins)
+    assert lookup.get(login.pk).revoked_at is None
+    Login.objects.filter(pk=login.pk).update(revoked_at=login.auth_time)
+    ProjectMembership.objects.filter(pk=login.membership_id).update(active=False)
+    found = lookup.get(login.pk)
+    assert found.revoked_at == login.auth_time
+    assert found.membership.active is False
+
+
+@pytest.mark.parametrize("value", [uuid.uuid4(), str(uuid.uuid4()), "not-a-uuid", "", None, 42, "' OR 1=1 --"])
+def test_missing_or_malformed_keys_find_nothing(value):
+    make_login()
+    assert CompiledLookup(Login, bearer_logins).get(value) is None
+
+
+def test_several_keys_are_bound_in_order():
+    first, second = make_login(nonce="a"), make_login(nonce="b")
+    lookup = CompiledLookup(Login, Login.objects.all, keys=("project", "nonce"))
+    assert lookup.get(first.project_id, "a").pk == first.pk
+    assert lookup.get(second.project_id, "b").pk == second.pk
+    assert lookup.get(first.project_id, "b") is None
+
+
+def test_the_base_querysets_filters_stay():
+    mine, other = make_login(nonce="same"), make_login(nonce="same")
+    lookup = CompiledLookup(Login, lambda: Login.objects.filter(project=mine.project_id), keys=("nonce",))
+    assert lookup.get("same").pk == mine.pk
+    assert other.nonce == "same"
+
+
+def test_only_uuid_and_text_keys():
+    login = make_login()
+    with pytest.raises(TypeError, match="UUID or text"):
+        CompiledLookup(Login, Login.objects.all, keys=("auth_time",)).get(login.auth_time)
