@@ -20,11 +20,10 @@ from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 
 from . import launch as launch_utils
+from . import lookups, tokens
 from . import scopes as scope_utils
-from . import tokens
 from .conf import auth_settings
 from .models import ClientApplication, Consent, ProjectMembership
-from .queries import one_or_none
 from .server import get_server
 
 SESSION_KEY = "medplum_authz"
@@ -158,7 +157,7 @@ def expired_page(request: HttpRequest) -> HttpResponse:
 
 
 def client_for(pending: dict[str, Any]) -> ClientApplication | None:
-    client = one_or_none(ClientApplication.objects.select_related("project").filter(client_id=pending["client_id"]))
+    client = lookups.client_by_client_id.get(pending["client_id"])
     return client if client and client.is_active else None
 
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 
-from . import assertions, logins, tokens
+from . import assertions, logins, lookups, tokens
 from . import scopes as scope_utils
 from .conf import auth_settings
 from .launch import context_fields as launch_context_fields
@@ -66,7 +66,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
             return client if client.is_active else None
         if not client_id or not isinstance(client_id, str) or "\x00" in client_id:
             return None
-        client = one_or_none(ClientApplication.objects.select_related("project").filter(client_id=client_id))
+        client = lookups.client_by_client_id.get(client_id)
         if client is None or not client.is_active:
             request.client = None
             return None
@@ -204,14 +204,11 @@ class MedplumOAuth2Validator(OAuth2Validator):
             launch_encounter=getattr(request, "launch_encounter", ""),
         )
 
-    def _login_for_code(self, code: str, lock: bool = False) -> Login | None:
-        # Not the client: it is request.client, checked against client_id (codes are user logins).
+    def _login_for_code(self, code: str) -> Login | None:
+        """The code's login, locked. Not checked against the client: request.client is, by the caller."""
         if not code or not isinstance(code, str):
             return None
-        queryset = Login.objects.select_related("project", "membership", "user")
-        if lock:
-            queryset = queryset.select_for_update(of=("self",))
-        return one_or_none(queryset.filter(code_digest=token_digest(code)))
+        return lookups.login_by_code_for_update.get(token_digest(code))
 
     def get_authorization_code_scopes(self, client_id: str, code: str, redirect_uri: str, request: Any) -> list[str]:
         """Only picks OAuth 2.0 or OpenID Connect handling; validate_code does the checks."""
@@ -225,7 +222,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
 
         A second redemption revokes the login, and with it the tokens of the first (§4.1.2).
         """
-        login = self._login_for_code(code, lock=True)
+        login = self._login_for_code(code)
         if login is None or login.client_id != client.pk:
             raise errors.InvalidGrantError(description="Invalid code", request=request)
         if login.code_redeemed_at is not None:
@@ -362,8 +359,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
         if not refresh_token or not isinstance(refresh_token, str) or len(refresh_token) > 512:
             return refuse("Invalid refresh token")
         digest = token_digest(refresh_token)
-        queryset = Login.objects.select_related("project", "membership", "user")  # client: request.client
-        login = one_or_none(queryset.select_for_update(of=("self",)).filter(refresh_digest=digest))
+        login = lookups.login_by_refresh_for_update.get(digest)  # client: request.client
         if login is None:
             replayed = Login.objects.filter(previous_refresh_digest=digest).first()
             if replayed is not None:

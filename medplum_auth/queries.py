@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections, router
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
+from django.db.transaction import TransactionManagementError
 
 M = TypeVar("M", bound=Model)
 
@@ -75,6 +76,7 @@ class _Compiled:
             if len(positions) != 1:
                 raise ValueError(f"CompiledLookup: {field.name} must appear once among the query's parameters")
             self.positions.append(positions[0])
+        self.locks = query.select_for_update
         self.converters = compiler.get_converters([s[0] for s in compiler.select[: compiler.col_count]])
         self.compiler = compiler
         klass_info = compiler.klass_info
@@ -86,10 +88,15 @@ class _Compiled:
 
     def run(self, values: tuple[Any, ...]) -> Any:
         connection = connections[self.db]
+        if self.locks and connection.get_autocommit():  # as Django's own check: a lock needs a transaction
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         params = list(self.params)
         try:
             for field, position, value in zip(self.fields, self.positions, values, strict=True):
-                params[position] = field.get_db_prep_value(field.to_python(value), connection)
+                value = field.to_python(value)
+                if isinstance(value, str) and "\x00" in value:  # PostgreSQL text cannot hold NUL
+                    return None
+                params[position] = field.get_db_prep_value(value, connection)
         except (ValidationError, TypeError, ValueError):
             return None  # a value the column cannot hold matches no row
         with connection.cursor() as cursor:

@@ -81,3 +81,26 @@ def test_only_uuid_and_text_keys():
     login = make_login()
     with pytest.raises(TypeError, match="UUID or text"):
         CompiledLookup(Login, Login.objects.all, keys=("auth_time",)).get(login.auth_time)
+
+
+@pytest.mark.django_db(transaction=True)  # outside the test's own transaction, as in autocommit
+def test_a_locking_lookup_needs_a_transaction():
+    from django.db import transaction
+    from django.db.transaction import TransactionManagementError
+
+    from medplum_auth import lookups
+
+    login = make_login()
+    Login.objects.filter(pk=login.pk).update(code_digest="d" * 64)
+    with pytest.raises(TransactionManagementError):
+        lookups.login_by_code_for_update.get("d" * 64)
+    with transaction.atomic():
+        assert lookups.login_by_code_for_update.get("d" * 64).pk == login.pk
+
+
+def test_text_keys_with_nul_find_nothing():
+    from medplum_auth import lookups
+
+    client = ClientApplicationFactory()
+    assert lookups.client_by_client_id.get(client.client_id).pk == client.pk
+    assert lookups.client_by_client_id.get(client.client_id + "\x00") is None
