@@ -1,0 +1,137 @@
+"""``medplum_auth.wsgi``: the API paths go through the API middleware stack, everything else
+through the site's; both stacks keep the security headers and CORS."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from urllib.parse import urlencode
+
+import pytest
+from django.conf import settings
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import override_settings
+
+from medplum_auth import wsgi
+from medplum_auth.services import create_client
+
+from .factories import ProjectFactory
+
+pytestmark = pytest.mark.django_db
+
+ORIGIN = "https://app.example.org"
+
+
+@pytest.fixture(scope="module")
+def application():
+    return wsgi.get_wsgi_application()
+
+
+@pytest.fixture(autouse=True)
+def _keep_test_transaction():
+    # As Django's test client does: the handler's request signals would otherwise close the
+    # connection that holds the test's transaction.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+def call(application, method: str, path: str, body: bytes = b"", **headers: str):
+    path, _, query = path.partition("?")
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "testserver",
+               "SERVER_PORT": "80", "HTTP_HOST": "testserver", "wsgi.url_scheme": "http",
+               "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+               "CONTENT_LENGTH": str(len(body)), "REMOTE_ADDR": "127.0.0.1"}
+    for name, value in headers.items():
+        key = name.upper()
+        environ[key if key == "CONTENT_TYPE" else f"HTTP_{key}"] = value
+    started = {}
+
+    def start_response(status, response_headers, exc_info=None):
+        started["status"], started["headers"] = status, response_headers
+
+    content = b"".join(application(environ, start_response))
+    return int(started["status"][:3]), started["headers"], content
+
+
+def header(headers, name):
+    values = [v for k, v in headers if k.lower() == name.lower()]
+    return values[-1] if values else None
+
+
+def test_the_api_stack_is_the_site_stack_without_the_browser_middleware(application):
+    assert application.api.middleware == [p for p in settings.MIDDLEWARE if p not in wsgi.BROWSER_MIDDLEWARE]
+    assert application.api.middleware == ["django.middleware.security.SecurityMiddleware",
+                                          "corsheaders.middleware.CorsMiddleware",
+                                          "django.middleware.clickjacking.XFrameOptionsMiddleware"]
+    assert settings.MIDDLEWARE[3] == "django.contrib.sessions.middleware.SessionMiddleware"  # restored after load
+
+
+def test_explicit_api_middleware():
+    with override_settings(MEDPLUM_AUTH={**settings.MEDPLUM_AUTH,
+                                         "API_MIDDLEWARE": ["django.middleware.security.SecurityMiddleware"]}):
+        assert wsgi.get_wsgi_application().api.middleware == ["django.middleware.security.SecurityMiddleware"]
+
+
+@pytest.mark.parametrize(("path", "api"), [
+    ("/oauth2/token", True), ("/oauth2/userinfo", True), ("/oauth2/introspect", True), ("/oauth2/revoke", True),
+    ("/auth/me", True), ("/.well-known/openid-configuration", True), ("/fhir/R4/Patient/1", True),
+    ("/oauth2/authorize", False), ("/oauth2/signin", False), ("/oauth2/logout", False), ("/auth/login", False),
+    ("/oauth2/tokens", False), ("/oauth2/token/", False), ("/fhir", False), ("/admin/", False),
+    ("/project-admin/", False),
+])
+def test_which_paths_are_api_paths(application, path, api):
+    assert wsgi.is_api_path(path, wsgi.auth_settings.API_PATHS) is api
+    routed = application.api if path in application.exact or path.startswith(application.prefixes) else application.site
+    assert (routed is application.api) is api
+
+
+def test_api_response_keeps_security_headers_and_cors_and_sets_no_cookie(application):
+    with override_settings(CORS_ALLOWED_ORIGINS=[ORIGIN]):
+        status, headers, content = call(application, "GET", "/.well-known/openid-configuration", origin=ORIGIN)
+    assert status == 200
+    assert json.loads(content)["token_endpoint"].endswith("/oauth2/token")
+    assert header(headers, "X-Content-Type-Options") == "nosniff"
+    assert header(headers, "X-Frame-Options") == "DENY"
+    assert header(headers, "Referrer-Policy") == "same-origin"
+    assert header(headers, "Access-Control-Allow-Origin") == ORIGIN  # the CORS middleware ran
+    assert header(headers, "Set-Cookie") is None
+    assert "Cookie" not in (header(headers, "Vary") or "")
+
+
+def test_token_endpoint_through_the_api_stack(application):
+    client, secret = create_client(ProjectFactory(), "Backend", public=False,
+                                   redirect_uris=["https://app.example.org/cb"])
+    body = urlencode({"grant_type": "client_credentials", "client_id": client.client_id,
+                      "client_secret": secret}).encode()
+    with override_settings(CORS_ALLOWED_ORIGINS=[ORIGIN]):
+        status, headers, content = call(application, "POST", "/oauth2/token", body,
+                                        content_type="application/x-www-form-urlencoded", origin=ORIGIN)
+        preflight = call(application, "OPTIONS", "/oauth2/token", origin=ORIGIN,
+                         access_control_request_method="POST")
+    assert status == 200, content
+    token = json.loads(content)
+    assert token["token_type"] == "Bearer" and token["access_token"].count(".") == 2
+    assert header(headers, "Cache-Control") == "no-store"
+    assert header(headers, "Access-Control-Allow-Origin") == ORIGIN
+    assert header(headers, "Set-Cookie") is None
+    assert preflight[0] == 200 and header(preflight[1], "Access-Control-Allow-Origin") == ORIGIN
+
+    status, headers, content = call(application, "GET", "/oauth2/userinfo",
+                                    authorization=f"Bearer {token['access_token']}")
+    assert status == 200 and json.loads(content)["sub"] == client.client_id
+    assert header(headers, "Set-Cookie") is None
+
+
+def test_browser_paths_keep_the_full_stack(application):
+    status, headers, content = call(application, "GET", "/oauth2/signin")
+    # The sign-in page without a pending request: an HTML error page, from the full stack.
+    assert header(headers, "X-Frame-Options") == "DENY"
+    assert header(headers, "X-Content-Type-Options") == "nosniff"
+    status, headers, _ = call(application, "GET", "/project-admin/")
+    assert status == 302
+    assert "Cookie" in (header(headers, "Vary") or "")  # the session middleware ran
