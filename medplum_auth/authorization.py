@@ -24,6 +24,7 @@ from . import lookups, tokens
 from . import scopes as scope_utils
 from .conf import auth_settings
 from .models import ClientApplication, Consent, ProjectMembership
+from .queries import one_or_none
 from .server import get_server
 
 SESSION_KEY = "medplum_authz"
@@ -275,7 +276,7 @@ def needs_consent(user: Any, client: ClientApplication, requested: list[str], pr
         return True
     if set(requested) <= {"openid"}:
         return False
-    consent = Consent.objects.filter(user=user, client=client).first()
+    consent = one_or_none(Consent.objects.filter(user=user, client=client))
     return consent is None or not set(requested) <= set(consent.scope.split())
 
 

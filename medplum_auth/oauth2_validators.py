@@ -28,7 +28,6 @@ from . import scopes as scope_utils
 from .conf import auth_settings
 from .launch import context_fields as launch_context_fields
 from .models import ClientApplication, Login
-from .queries import one_or_none
 from .services import revoke_login
 
 log = logging.getLogger("medplum_auth.audit")
@@ -211,18 +210,22 @@ class MedplumOAuth2Validator(OAuth2Validator):
         return lookups.login_by_code_for_update.get(token_digest(code))
 
     def get_authorization_code_scopes(self, client_id: str, code: str, redirect_uri: str, request: Any) -> list[str]:
-        """Only picks OAuth 2.0 or OpenID Connect handling; validate_code does the checks."""
-        if not code or not isinstance(code, str):
-            return []
-        scope = one_or_none(Login.objects.filter(code_digest=token_digest(code)).values_list("scope", flat=True))
-        return scope_utils.split(scope) if scope is not None else []
+        """Only picks OAuth 2.0 or OpenID Connect handling; validate_code does the checks.
+
+        oauthlib asks this before validate_code, so the code's login is looked up (and locked)
+        here once and kept on the request for validate_code.
+        """
+        login = self._login_for_code(code)
+        request.medplum_code_login = (code, login)
+        return scope_utils.split(login.scope) if login is not None else []
 
     def validate_code(self, client_id: str, code: str, client: Any, request: Any, *args: Any, **kwargs: Any) -> bool:
         """RFC 6749 §4.1.3 and §10.5: bound to the client, unexpired, single use.
 
         A second redemption revokes the login, and with it the tokens of the first (§4.1.2).
         """
-        login = self._login_for_code(code)
+        looked_up = getattr(request, "medplum_code_login", None)
+        login = looked_up[1] if looked_up and looked_up[0] == code else self._login_for_code(code)
         if login is None or login.client_id != client.pk:
             raise errors.InvalidGrantError(description="Invalid code", request=request)
         if login.code_redeemed_at is not None:
@@ -273,7 +276,8 @@ class MedplumOAuth2Validator(OAuth2Validator):
 
     def invalidate_authorization_code(self, client_id: str, code: str, request: Any,
                                       *args: Any, **kwargs: Any) -> None:
-        Login.objects.filter(pk=request.login.pk).update(code_redeemed_at=timezone.now())
+        if request.login.code_redeemed_at is None:  # save_bearer_token marks it in its own update
+            Login.objects.filter(pk=request.login.pk).update(code_redeemed_at=timezone.now())
 
     def get_authorization_code_nonce(self, client_id: str, code: str, redirect_uri: str, request: Any) -> str | None:
         return request.login.nonce or None
@@ -329,6 +333,8 @@ class MedplumOAuth2Validator(OAuth2Validator):
             fields["granted_at"] = now
         if getattr(request, "grant_type", None) == "refresh_token":
             fields["last_refreshed_at"] = now
+        if getattr(request, "grant_type", None) == "authorization_code" and login.code_redeemed_at is None:
+            fields["code_redeemed_at"] = now  # the code is spent in the same update (single use)
         if fields:
             for name, value in fields.items():
                 setattr(login, name, value)

@@ -434,3 +434,27 @@ def test_disabled_client_cannot_redeem(flow, public_client):
     public_client.status = "off"
     public_client.save()
     assert_oauth_error(flow.token(code), "invalid_client", status=401)
+
+
+def test_code_exchange_reads_and_updates_the_login_once(flow):
+    """The code's login is read (locked) once and written once: the code is spent in the same
+    UPDATE that records the issue, and a replay still finds it spent."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.oauth.conftest import access_token_claims
+
+    code = obtain_code(flow)
+    with CaptureQueriesContext(connection) as captured:
+        response = flow.token(code)
+    assert response.status_code == 200, response.content
+    login_sql = [q["sql"] for q in captured.captured_queries if '"medplum_auth_login"' in q["sql"]]
+    assert [sql.split()[0] for sql in login_sql] == ["SELECT", "UPDATE"], login_sql
+    assert ("FOR UPDATE" in login_sql[0]) is connection.features.has_select_for_update
+    login = Login.objects.get(pk=access_token_claims(response.json()["access_token"])["login_id"])
+    assert login.code_redeemed_at is not None and login.granted_at is not None
+
+    replay = flow.token(code)
+    assert_oauth_error(replay, "invalid_grant", description="Token already granted")
+    login.refresh_from_db()
+    assert login.revoked_at is not None and login.revoked_reason == "authorization_code_replay"
