@@ -59,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
                   "/.well-known/", "/fhir/"),
     # Middleware of that stack; ``None`` = the site's MIDDLEWARE without the browser-session ones.
     "API_MIDDLEWARE": None,
+    # Public discovery documents ``medplum_auth.wsgi`` answers from memory for 30 s once produced.
+    "API_CACHED_DOCUMENTS": ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
+                             "/.well-known/smart-configuration", "/fhir/R4/.well-known/smart-configuration"),
 }
 
 

@@ -9,11 +9,19 @@ handler built from ``API_MIDDLEWARE`` (by default the site's ``MIDDLEWARE`` with
 browser-session ones), and everything else to the ordinary handler. Both share the URLconf,
 the settings and the database connections; only the middleware differ.
 
+The discovery documents (``API_CACHED_DOCUMENTS``) are also answered from memory for
+``DOCUMENT_CACHE_SECONDS`` after Django has produced them once for the same host, scheme and
+``Origin``: they are public and say ``Cache-Control: public``, change only with settings and
+signing keys (whose own per-process cache has the same lifetime), and are fetched far more often
+than anything else. Only a 200 with ``Cache-Control: public`` and no cookie is kept.
+
 Use it in the site's ``wsgi.py`` instead of Django's ``get_wsgi_application()``.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -30,7 +38,6 @@ BROWSER_MIDDLEWARE = frozenset({
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.common.CommonMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
 })
 
@@ -66,22 +73,66 @@ class MiddlewareHandler(WSGIHandler):
             settings.MIDDLEWARE = site_middleware
 
 
+#: Seconds a discovery document is answered from memory (as long as the signing-key cache).
+DOCUMENT_CACHE_SECONDS = 30
+
+_Entry = tuple[float, str, list[tuple[str, str]], bytes]
+
+
 class APIPathsApplication:
     """Route ``API_PATHS`` to the API handler and everything else to the site's handler."""
 
-    def __init__(self, site: WSGIHandler, api: WSGIHandler, api_paths: Iterable[str]):
+    def __init__(self, site: WSGIHandler, api: WSGIHandler, api_paths: Iterable[str],
+                 cached_documents: Iterable[str] = ()):
         self.site = site
         self.api = api
         self.exact = frozenset(p for p in api_paths if not p.endswith("/"))
         self.prefixes = tuple(p for p in api_paths if p.endswith("/"))
+        self.cached_documents = frozenset(cached_documents)
+        self._documents: dict[tuple[Any, ...], _Entry] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO", "")
+        if path in self.cached_documents and environ.get("REQUEST_METHOD") == "GET" \
+                and not environ.get("QUERY_STRING"):
+            return self._document(path, environ, start_response)
         handler = self.api if path in self.exact or path.startswith(self.prefixes) else self.site
         return handler(environ, start_response)
+
+    def _document(self, path: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        key = (path, environ.get("HTTP_HOST"), environ.get("SERVER_NAME"), environ.get("SERVER_PORT"),
+               environ.get("wsgi.url_scheme"), environ.get("HTTP_X_FORWARDED_PROTO"), environ.get("HTTP_ORIGIN"))
+        now = time.monotonic()
+        entry = self._documents.get(key)
+        if entry is not None and now < entry[0]:
+            start_response(entry[1], list(entry[2]))
+            return [entry[3]]
+        captured: dict[str, Any] = {}
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            captured["status"], captured["headers"] = status, list(headers)
+            return start_response(status, headers, exc_info)
+
+        result = self.api(environ, capture)
+        try:
+            body = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()  # request_finished: connections are released as after any request
+        headers = {name.lower(): value for name, value in captured.get("headers", [])}
+        if captured.get("status", "").startswith("200 ") and "set-cookie" not in headers \
+                and "public" in headers.get("cache-control", ""):
+            with self._lock:
+                if len(self._documents) >= 256:  # many hosts or origins: start over rather than grow
+                    self._documents.clear()
+                self._documents[key] = (now + DOCUMENT_CACHE_SECONDS, captured["status"], captured["headers"], body)
+        return [body]
 
 
 def get_wsgi_application() -> APIPathsApplication:
     """Like :func:`django.core.wsgi.get_wsgi_application`, with the API paths on their own stack."""
     django.setup(set_prefix=False)
-    return APIPathsApplication(WSGIHandler(), MiddlewareHandler(api_middleware()), auth_settings.API_PATHS)
+    return APIPathsApplication(WSGIHandler(), MiddlewareHandler(api_middleware()), auth_settings.API_PATHS,
+                               auth_settings.API_CACHED_DOCUMENTS)

@@ -67,6 +67,7 @@ def test_the_api_stack_is_the_site_stack_without_the_browser_middleware(applicat
     assert application.api.middleware == [p for p in settings.MIDDLEWARE if p not in wsgi.BROWSER_MIDDLEWARE]
     assert application.api.middleware == ["django.middleware.security.SecurityMiddleware",
                                           "corsheaders.middleware.CorsMiddleware",
+                                          "django.middleware.common.CommonMiddleware",
                                           "django.middleware.clickjacking.XFrameOptionsMiddleware"]
     assert settings.MIDDLEWARE[3] == "django.contrib.sessions.middleware.SessionMiddleware"  # restored after load
 
@@ -135,3 +136,70 @@ def test_browser_paths_keep_the_full_stack(application):
     status, headers, _ = call(application, "GET", "/project-admin/")
     assert status == 302
     assert "Cookie" in (header(headers, "Vary") or "")  # the session middleware ran
+
+
+def test_api_paths_still_check_the_host(application):
+    status, _headers, _content = call(application, "GET", "/oauth2/userinfo", host="evil.example")
+    assert status == 400
+    status, _headers, _content = call(application, "GET", "/.well-known/openid-configuration", host="evil.example")
+    assert status == 400
+
+
+class Counter:
+    def __init__(self):
+        self.requests = 0
+
+    def __call__(self, **kwargs):
+        self.requests += 1
+
+
+@pytest.fixture
+def django_requests():
+    counter = Counter()
+    request_started.connect(counter)
+    yield counter
+    request_started.disconnect(counter)
+
+
+@pytest.fixture
+def fresh_application():
+    return wsgi.get_wsgi_application()  # its own, empty document cache
+
+
+def test_discovery_documents_are_replayed_from_memory(fresh_application, django_requests):
+    first = call(fresh_application, "GET", "/.well-known/openid-configuration")
+    second = call(fresh_application, "GET", "/.well-known/openid-configuration")
+    assert django_requests.requests == 1
+    assert first == second and first[0] == 200
+    assert header(second[1], "X-Content-Type-Options") == "nosniff"
+    assert header(second[1], "Cache-Control") == "public, max-age=300"
+    call(fresh_application, "GET", "/fhir/R4/.well-known/smart-configuration")
+    call(fresh_application, "GET", "/fhir/R4/.well-known/smart-configuration")
+    assert django_requests.requests == 2
+
+
+def test_document_cache_keys_and_limits(fresh_application, django_requests, monkeypatch):
+    path = "/.well-known/openid-configuration"
+    with override_settings(CORS_ALLOWED_ORIGINS=[ORIGIN]):
+        plain = call(fresh_application, "GET", path)
+        with_origin = call(fresh_application, "GET", path, origin=ORIGIN)
+        other_origin = call(fresh_application, "GET", path, origin="https://other.example")
+    assert django_requests.requests == 3  # the Origin is part of the key: CORS answers differ
+    assert header(with_origin[1], "Access-Control-Allow-Origin") == ORIGIN
+    assert header(other_origin[1], "Access-Control-Allow-Origin") == "*"
+    assert header(plain[1], "Access-Control-Allow-Origin") == "*"
+
+    assert call(fresh_application, "GET", path, host="evil.example")[0] == 400
+    assert call(fresh_application, "GET", path, host="evil.example")[0] == 400
+    assert django_requests.requests == 5  # errors are never kept
+
+    call(fresh_application, "GET", path + "?x=1")
+    call(fresh_application, "HEAD", path)
+    call(fresh_application, "GET", "/.well-known/jwks.json")
+    call(fresh_application, "GET", "/.well-known/jwks.json")
+    assert django_requests.requests == 9  # query strings, HEAD and the JWK Set always reach Django
+
+    start = wsgi.time.monotonic()
+    monkeypatch.setattr(wsgi.time, "monotonic", lambda: start + wsgi.DOCUMENT_CACHE_SECONDS + 1)
+    assert call(fresh_application, "GET", path)[0] == 200
+    assert django_requests.requests == 10  # expired: produced again
