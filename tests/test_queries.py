@@ -104,3 +104,34 @@ def test_text_keys_with_nul_find_nothing():
     client = ClientApplicationFactory()
     assert lookups.client_by_client_id.get(client.client_id).pk == client.pk
     assert lookups.client_by_client_id.get(client.client_id + "\x00") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_compiled_once_runs_on_every_threads_connection():
+    """Threaded servers (runserver, gthread) give each thread its own connection: the SQL compiled
+    on one thread's is run on the others' (Django forbids sharing a connection across threads)."""
+    import threading
+
+    from django.db import connections
+
+    login = make_login(nonce="threads")
+    lookup = CompiledLookup(Login, bearer_logins)
+    assert lookup.get(login.pk).nonce == "threads"  # compiled on this thread's connection
+    found, errors = [], []
+
+    def worker():
+        try:
+            row = lookup.get(str(login.pk))
+            found.append((row.pk, row.membership.access_parameters, row.user.email))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert found == [(login.pk, {"org": "Organization/1"}, login.user.email)] * 4
