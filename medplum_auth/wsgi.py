@@ -50,11 +50,6 @@ def api_middleware() -> list[str]:
     return [path for path in settings.MIDDLEWARE if path not in BROWSER_MIDDLEWARE]
 
 
-def is_api_path(path: str, api_paths: Iterable[str]) -> bool:
-    """Whether ``path`` is one of ``api_paths``: an entry ending in ``/`` is a prefix, others exact."""
-    return any(path.startswith(entry) if entry.endswith("/") else path == entry for entry in api_paths)
-
-
 class MiddlewareHandler(WSGIHandler):
     """Django's WSGI handler with its own middleware list instead of ``settings.MIDDLEWARE``."""
 
@@ -92,13 +87,16 @@ class APIPathsApplication:
         self._documents: dict[tuple[Any, ...], _Entry] = {}
         self._lock = threading.Lock()
 
+    def is_api(self, path: str) -> bool:
+        """Whether ``path`` is an API path: an entry ending in ``/`` is a prefix, others exact."""
+        return path in self.exact or path.startswith(self.prefixes)
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO", "")
         if path in self.cached_documents and environ.get("REQUEST_METHOD") == "GET" \
                 and not environ.get("QUERY_STRING"):
             return self._document(path, environ, start_response)
-        handler = self.api if path in self.exact or path.startswith(self.prefixes) else self.site
-        return handler(environ, start_response)
+        return (self.api if self.is_api(path) else self.site)(environ, start_response)
 
     def _document(self, path: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         key = (path, environ.get("HTTP_HOST"), environ.get("SERVER_NAME"), environ.get("SERVER_PORT"),

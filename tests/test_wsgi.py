@@ -86,9 +86,7 @@ def test_explicit_api_middleware():
     ("/project-admin/", False),
 ])
 def test_which_paths_are_api_paths(application, path, api):
-    assert wsgi.is_api_path(path, wsgi.auth_settings.API_PATHS) is api
-    routed = application.api if path in application.exact or path.startswith(application.prefixes) else application.site
-    assert (routed is application.api) is api
+    assert application.is_api(path) is api
 
 
 def test_api_response_keeps_security_headers_and_cors_and_sets_no_cookie(application):
