@@ -2,9 +2,9 @@
 
 Both forms come from the same :class:`Condition`, so search parameters, access-policy criteria
 and the check of a new version before a write share one meaning. Access-policy filters
-(OR of AND-ed ``(param, value)`` pairs, medplum_auth.access) become ``Exists`` subqueries on
-``SearchIndex`` plus the ``patient`` and ``resource_id`` columns; a criterion this server cannot
-evaluate matches nothing (never everything).
+(OR of AND-ed ``(param, value)`` pairs, medplum_auth.access) become ``EXISTS`` subqueries on
+``SearchIndex`` plus the ``patient``, ``resource_id`` and ``last_updated`` columns (:class:`Where`);
+a criterion this server cannot evaluate matches nothing (never everything).
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 
 from medplum_auth.access import COMPARTMENT_PARAM
 
-from .models import SearchIndex
+from .models import Resource, SearchIndex
 from .search_params import (
     SEARCH_PARAMETERS,
     date_range,
@@ -27,7 +29,7 @@ from .search_params import (
     reference_value,
 )
 
-NOTHING = Q(pk__in=[])
+RESOURCE_TABLE = Resource._meta.db_table
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")
 MODIFIERS = {"string": {"", "contains"}, "token": {""}, "reference": {""}, "date": {""}}
 
@@ -166,51 +168,114 @@ def _date_match(key: str, value: str) -> Match:
 
 # --- database form ---------------------------------------------------------------------------
 
-def _value_q(field: str, match: Match) -> Q:
+@dataclass(frozen=True)
+class Where:
+    """A boolean SQL expression over ``fhir_api_resource`` rows, and its parameters.
+
+    Written by hand rather than built with ``Q`` objects: Django compiled the policy's and the
+    search's ``Exists`` subqueries on every request, which cost more CPU than running them. The
+    operators, ``LIKE`` escaping, casts and parameter adaptation are the backend's own
+    (``connection.operators``, ``ops.prep_for_like_query``, ``ops.lookup_cast``), so the SQL is
+    what the equivalent ``Q`` compiled to. The text depends only on the shape of the conditions
+    (values are parameters), so the database's prepared statements are reused.
+    """
+
+    sql: str
+    params: tuple[Any, ...] = ()
+
+    def expression(self) -> RawSQL:
+        """For ``QuerySet.filter()`` on ``Resource``."""
+        return RawSQL(self.sql, self.params, output_field=BooleanField())
+
+
+NOTHING = Where("1 = 0")
+EVERYTHING = Where("1 = 1")
+
+
+def all_of(parts: Sequence[Where]) -> Where:
+    if not parts:
+        return EVERYTHING
+    if len(parts) == 1:
+        return parts[0]
+    return Where(" AND ".join(f"({part.sql})" for part in parts), tuple(p for part in parts for p in part.params))
+
+
+def any_of(parts: Sequence[Where]) -> Where:
+    if not parts:
+        return NOTHING
+    if len(parts) == 1:
+        return parts[0]
+    return Where(" OR ".join(f"({part.sql})" for part in parts), tuple(p for part in parts for p in part.params))
+
+
+def column(connection: BaseDatabaseWrapper, name: str, table: str = RESOURCE_TABLE) -> str:
+    return f"{connection.ops.quote_name(table)}.{connection.ops.quote_name(name)}"
+
+
+def _lookup(connection: BaseDatabaseWrapper, lookup: str, lhs: str, value: Any) -> Where:
+    """``lhs <lookup> value`` as Django writes it for a text column on this backend."""
+    if lookup in ("startswith", "contains", "endswith"):
+        value = connection.ops.prep_for_like_query(value)
+        value = {"startswith": "{}%", "contains": "%{}%", "endswith": "%{}"}[lookup].format(value)
+    cast = connection.ops.lookup_cast(lookup, "CharField") % lhs
+    return Where(f"{cast} {connection.operators[lookup] % '%s'}", (value,))
+
+
+def _in(lhs: str, values: Sequence[Any]) -> Where:
+    if not values:
+        return NOTHING
+    return Where(f"{lhs} IN ({', '.join(['%s'] * len(values))})", tuple(values))
+
+
+def _value_where(connection: BaseDatabaseWrapper, lhs: str, match: Match, adapt: Any = None) -> Where:
     op = match.op
-    if op == "exact":
-        return Q(**{field: match.value})
-    if op == "prefix":
-        return Q(**{f"{field}__startswith": match.value})
-    if op == "contains":
-        return Q(**{f"{field}__contains": match.value})
-    if op == "suffix":
-        return Q(**{f"{field}__endswith": match.value})
-    return _date_q(field, match)
+    if op in ("exact", "prefix", "contains", "suffix"):
+        lookup = {"exact": "exact", "prefix": "startswith", "contains": "contains", "suffix": "endswith"}[op]
+        return _lookup(connection, lookup, lhs, match.value)
+    return _date_where(connection, lhs, match, adapt)
 
 
-def _date_q(field: str, match: Match, convert: Any = str) -> Q:
-    low, high = convert(match.low), convert(match.high)
+def _date_where(connection: BaseDatabaseWrapper, lhs: str, match: Match, adapt: Any = None) -> Where:
+    low, high = (match.low, match.high) if adapt is None else (adapt(match.low), adapt(match.high))
     return {
-        "eq": Q(**{f"{field}__gte": low, f"{field}__lt": high}),
-        "ne": Q(**{f"{field}__lt": low}) | Q(**{f"{field}__gte": high}),
-        "ge": Q(**{f"{field}__gte": low}),
-        "gt": Q(**{f"{field}__gte": high}),
-        "le": Q(**{f"{field}__lt": high}),
-        "lt": Q(**{f"{field}__lt": low}),
+        "eq": Where(f"{lhs} >= %s AND {lhs} < %s", (low, high)),
+        "ne": Where(f"({lhs} < %s OR {lhs} >= %s)", (low, high)),
+        "ge": Where(f"{lhs} >= %s", (low,)),
+        "gt": Where(f"{lhs} >= %s", (high,)),
+        "le": Where(f"{lhs} < %s", (high,)),
+        "lt": Where(f"{lhs} < %s", (low,)),
     }[match.op]
+
+
+def project_value(connection: BaseDatabaseWrapper, project_id: Any) -> Any:
+    """The project's primary key as this backend stores it (a UUID is hex text on SQLite)."""
+    return Resource._meta.get_field("project").get_db_prep_value(project_id, connection)
+
+
+def condition_where(connection: BaseDatabaseWrapper, project_id: Any, resource_type: str,
+                    condition: Condition) -> Where:
+    """The condition as a filter on ``Resource`` rows of one project and type."""
+    if condition.kind == "id":
+        return _in(column(connection, "resource_id"), [m.value for m in condition.matches])
+    if condition.kind == "compartment":
+        return _in(column(connection, "patient"), [m.value for m in condition.matches if m.value])
+    if condition.kind == "lastUpdated":
+        def adapt(text: str) -> Any:
+            return connection.ops.adapt_datetimefield_value(_parse_utc(text))
+        return any_of([_date_where(connection, column(connection, "last_updated"), match, adapt)
+                       for match in condition.matches])
+    index = connection.ops.quote_name(SearchIndex._meta.db_table)
+    values = any_of([_value_where(connection, f"{index}.{connection.ops.quote_name('value')}", match)
+                     for match in condition.matches])
+    sql = (f"EXISTS (SELECT 1 FROM {index} WHERE {index}.{connection.ops.quote_name('resource_id')} = "
+           f"{column(connection, 'id')} AND {index}.{connection.ops.quote_name('project_id')} = %s AND "
+           f"{index}.{connection.ops.quote_name('resource_type')} = %s AND "
+           f"{index}.{connection.ops.quote_name('name')} = %s AND ({values.sql}))")
+    return Where(sql, (project_value(connection, project_id), resource_type, condition.name, *values.params))
 
 
 def _parse_utc(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-
-
-def condition_q(project_id: Any, resource_type: str, condition: Condition) -> Q:
-    """The condition as a filter on ``Resource`` rows of one project and type."""
-    if condition.kind == "id":
-        return Q(resource_id__in=[m.value for m in condition.matches])
-    if condition.kind == "compartment":
-        return Q(patient__in=[m.value for m in condition.matches if m.value])
-    if condition.kind == "lastUpdated":
-        q = Q()
-        for match in condition.matches:
-            q |= _date_q("last_updated", match, _parse_utc)
-        return q
-    value_q = Q()
-    for match in condition.matches:
-        value_q |= _value_q("value", match)
-    return Q(Exists(SearchIndex.objects.filter(
-        value_q, resource=OuterRef("pk"), project_id=project_id, resource_type=resource_type, name=condition.name)))
 
 
 def criteria_conditions(resource_type: str, criteria: Iterable[tuple[str, str]]) -> list[Condition] | None:
@@ -224,18 +289,16 @@ def criteria_conditions(resource_type: str, criteria: Iterable[tuple[str, str]])
     return conditions
 
 
-def filters_q(project_id: Any, resource_type: str, filters: Sequence[Sequence[tuple[str, str]]]) -> Q:
-    """A policy decision's filters (OR of AND-ed criteria) as one ``Q``; unusable criteria match nothing."""
-    combined = NOTHING
+def filters_where(connection: BaseDatabaseWrapper, project_id: Any, resource_type: str,
+                  filters: Sequence[Sequence[tuple[str, str]]]) -> Where:
+    """A policy decision's filters (OR of AND-ed criteria); unusable criteria match nothing."""
+    alternatives = []
     for criteria in filters:
         conditions = criteria_conditions(resource_type, criteria)
-        if conditions is None:
-            continue
-        q = Q()
-        for condition in conditions:
-            q &= condition_q(project_id, resource_type, condition)
-        combined |= q
-    return combined
+        if conditions is not None:
+            alternatives.append(all_of([condition_where(connection, project_id, resource_type, condition)
+                                        for condition in conditions]))
+    return any_of(alternatives)
 
 
 # --- Python form -----------------------------------------------------------------------------
@@ -275,7 +338,7 @@ def condition_matches(condition: Condition, target: Target) -> bool:
 
 
 def filters_match(resource_type: str, filters: Sequence[Sequence[tuple[str, str]]], target: Target) -> bool:
-    """Whether a resource version satisfies a policy decision's filters (same rules as :func:`filters_q`)."""
+    """Whether a resource version satisfies a policy decision's filters (same rules as :func:`filters_where`)."""
     for criteria in filters:
         conditions = criteria_conditions(resource_type, criteria)
         if conditions is not None and all(condition_matches(c, target) for c in conditions):

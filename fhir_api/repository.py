@@ -19,12 +19,16 @@ created on invite and by tests, never for a request.
 from __future__ import annotations
 
 import copy
+import json
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache, cached_property
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -36,15 +40,30 @@ from medplum_auth.contrib.rest_framework.exceptions import (
     PreconditionFailed,
     ResourceNotFound,
 )
-from medplum_auth.queries import CompiledLookup, one_or_none
+from medplum_auth.queries import one_or_none
 
 from .models import Resource, ResourceVersion, SearchIndex
-from .query import Condition, Include, Target, condition_q, criteria_conditions, filters_match, filters_q
+from .query import (
+    RESOURCE_TABLE,
+    Condition,
+    Include,
+    Match,
+    Target,
+    Where,
+    all_of,
+    column,
+    condition_where,
+    criteria_conditions,
+    filters_match,
+    filters_where,
+    project_value,
+)
 from .search_params import ID_RE, SEARCH_PARAMETERS, compartment, index_values, param_values
 from .validation import validate_resource
 
 ALLOWED = Decision("allowed")
-SORTS = {"_lastUpdated": ("last_updated", "pk"), "-_lastUpdated": ("-last_updated", "-pk")}
+SORTS = {"_lastUpdated": (("last_updated", "ASC"), ("id", "ASC")),
+         "-_lastUpdated": (("last_updated", "DESC"), ("id", "DESC"))}
 
 
 def format_instant(moment: datetime) -> str:
@@ -88,8 +107,29 @@ def restore_path(old: dict[str, Any], new: dict[str, Any], segments: list[str]) 
 
 
 @dataclass
+class Found:
+    """A current resource as read for serving: its JSON text as the database returns it.
+
+    The text is served as it is (spliced into the response) unless fields must be hidden; it is
+    parsed only when something reads :attr:`content` (``_include``, hidden fields, the patient
+    picker), which saves a JSON parse and a JSON dump per resource served.
+    """
+
+    resource_type: str
+    resource_id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    text: str
+
+    @cached_property
+    def content(self) -> dict[str, Any]:
+        return json.loads(self.text)
+
+
+@dataclass
 class Page:
-    rows: list[Resource]
+    rows: list[Found]
     total: int
 
 
@@ -108,14 +148,25 @@ class Repository:
             raise Forbidden()
         return decision
 
-    def _base(self, resource_type: str) -> QuerySet[Resource]:
-        return Resource.objects.filter(project_id=self.project_id, resource_type=resource_type)
-
     def _scoped(self, resource_type: str, decision: Decision) -> QuerySet[Resource]:
-        queryset = self._base(resource_type)
+        queryset = Resource.objects.filter(project_id=self.project_id, resource_type=resource_type)
         if decision.outcome == "filtered":
-            queryset = queryset.filter(filters_q(self.project_id, resource_type, decision.filters))
+            connection = connections[router.db_for_read(Resource)]
+            queryset = queryset.filter(filters_where(connection, self.project_id, resource_type,
+                                                     decision.filters).expression())
         return queryset
+
+    def _where(self, connection: BaseDatabaseWrapper, resource_type: str, decision: Decision,
+               conditions: Sequence[Condition] = (), *, deleted: bool | None = False) -> Where:
+        """This project's resources of ``resource_type`` that the decision and ``conditions`` allow."""
+        parts = [Where(f"{column(connection, 'project_id')} = %s AND {column(connection, 'resource_type')} = %s",
+                       (project_value(connection, self.project_id), resource_type))]
+        if deleted is not None:
+            parts.append(Where(f"{column(connection, 'deleted')} = %s", (deleted,)))
+        if decision.outcome == "filtered":
+            parts.append(filters_where(connection, self.project_id, resource_type, decision.filters))
+        parts.extend(condition_where(connection, self.project_id, resource_type, c) for c in conditions)
+        return all_of(parts)
 
     def _version_allowed(self, resource_type: str, decision: Decision, resource_id: str,
                          content: dict[str, Any] | None, last_updated: datetime) -> bool:
@@ -135,6 +186,13 @@ class Repository:
         return tuple(dict.fromkeys(self.policy.hidden_fields(resource_type)
                                    + self.policy.readonly_fields(resource_type)))
 
+    def present_json(self, found: Found) -> str:
+        """A read resource's JSON as this caller may see it: the stored text unless fields are hidden."""
+        if not self.hidden_fields(found.resource_type):
+            return found.text
+        return json.dumps(self.present(found.resource_type, found.content), separators=(",", ":"),
+                          ensure_ascii=False)
+
     def present(self, resource_type: str, content: dict[str, Any]) -> dict[str, Any]:
         """The content as this caller may see it (``hiddenFields`` removed)."""
         hidden = self.hidden_fields(resource_type)
@@ -147,21 +205,29 @@ class Repository:
 
     # --- reads -----------------------------------------------------------------------------
 
-    def read(self, resource_type: str, resource_id: str) -> Resource:
+    def read(self, resource_type: str, resource_id: str) -> Found:
         """The current version, if this caller may read it; else 404, as if it did not exist.
 
-        Fetched by its unique key and checked against the policy's filters in Python (the rules
-        :func:`~fhir_api.query.filters_match` shares with the SQL form), as vread and history
-        check versions: one primary-key-like lookup instead of the policy's subqueries.
+        One statement by the unique key; the policy's filters are a column of it (not a
+        condition), so a row outside them is told apart from a missing one only here, and both
+        are 404.
         """
         decision = self.decide(resource_type, "read")
-        row = _current_resource.get(self.project_id, resource_type, resource_id)
-        if row is None or not self._version_allowed(resource_type, decision, resource_id, row.content,
-                                                    row.last_updated):
+        connection = connections[router.db_for_read(Resource)]
+        where = Where(f"{column(connection, 'project_id')} = %s AND {column(connection, 'resource_type')} = %s AND "
+                      f"{column(connection, 'resource_id')} = %s",
+                      (project_value(connection, self.project_id), resource_type, resource_id))
+        allowed = Where("1")
+        if decision.outcome == "filtered":
+            filters = filters_where(connection, self.project_id, resource_type, decision.filters)
+            allowed = Where(f"CASE WHEN ({filters.sql}) THEN 1 ELSE 0 END", filters.params)
+        rows = _select(connection, resource_type, where, extra=allowed)
+        if not rows or not rows[0][1]:
             raise ResourceNotFound()
-        if row.deleted:
+        found = rows[0][0]
+        if found.deleted:
             raise Gone()
-        return row
+        return found
 
     def vread(self, resource_type: str, resource_id: str, version_id: str) -> ResourceVersion:
         decision = self.decide(resource_type, "vread")
@@ -188,22 +254,26 @@ class Repository:
 
     def search(self, resource_type: str, conditions: list[Condition], *, sort: str | None = None,
                offset: int = 0, count: int = 20, total_only: bool = False) -> Page:
+        """One page of matches and the total, in one statement (a second only past the end)."""
         decision = self.decide(resource_type, "search")
         self._check_searchable(resource_type, conditions)
-        queryset = self._scoped(resource_type, decision).filter(deleted=False)
         imposed = _imposed_conditions(resource_type, decision)
-        for condition in conditions:
-            if condition not in imposed:  # the policy's own copy of it is in the query already
-                queryset = queryset.filter(condition_q(self.project_id, resource_type, condition))
+        # The policy's own copy of a search condition is in the query already.
+        conditions = [condition for condition in conditions if condition not in imposed]
+        connection = connections[router.db_for_read(Resource)]
+        where = self._where(connection, resource_type, decision, conditions)
         if total_only or count == 0:
-            return Page([], queryset.count())
-        ordered = queryset.order_by(*SORTS.get(sort or "", ("pk",)))
-        rows = list(ordered[offset:offset + count])
-        if len(rows) < count and (rows or offset == 0):
-            return Page(rows, offset + len(rows))  # the last page: its end is the total
-        return Page(rows, queryset.count())
+            return Page([], _count(connection, where))
+        order = ", ".join(f"{column(connection, name)} {direction}"
+                          for name, direction in SORTS.get(sort or "", (("id", "ASC"),)))
+        total = Where(f"(SELECT COUNT(*) FROM {connection.ops.quote_name(RESOURCE_TABLE)} WHERE {where.sql})",
+                      where.params)
+        rows = _select(connection, resource_type, where, extra=total, order=order, limit=(count, offset))
+        if not rows:
+            return Page([], _count(connection, where) if offset else 0)
+        return Page([found for found, _ in rows], rows[0][1])
 
-    def include(self, resource_type: str, rows: list[Resource], includes: list[Include]) -> list[Resource]:
+    def include(self, resource_type: str, rows: list[Found], includes: list[Include]) -> list[Found]:
         """The resources that the matches' ``includes`` refer to and that this caller may read.
 
         Each one passes the caller's own ``read`` decision for its type (Medplum reads included
@@ -225,13 +295,16 @@ class Repository:
                             and (target_type, target_id) not in seen):
                         seen.add((target_type, target_id))
                         wanted.setdefault(target_type, []).append(target_id)
-        included: list[Resource] = []
+        included: list[Found] = []
+        connection = connections[router.db_for_read(Resource)]
         for target_type, ids in wanted.items():
             decision = ALLOWED if self.policy is None else self.policy.decide(target_type, "read")
             if not decision.permitted:
                 continue
-            included.extend(self._scoped(target_type, decision).filter(resource_id__in=ids, deleted=False)
-                            .order_by("pk"))
+            where = self._where(connection, target_type, decision,
+                                [Condition("_id", "id", tuple(Match("exact", i) for i in ids))])
+            included.extend(found for found, _ in _select(connection, target_type, where,
+                                                          order=f"{column(connection, 'id')} ASC"))
         return included
 
     # --- writes ----------------------------------------------------------------------------
@@ -397,4 +470,45 @@ def valid_id(value: str) -> bool:
     return bool(ID_RE.match(value))
 
 
-_current_resource = CompiledLookup(Resource, Resource.objects.all, keys=("project", "resource_type", "resource_id"))
+@cache
+def _datetime_converter(connection: BaseDatabaseWrapper) -> Callable[[Any], Any]:
+    """``last_updated`` as Django converts it from this backend (SQLite returns text)."""
+    expression = Resource._meta.get_field("last_updated").get_col(RESOURCE_TABLE)
+    converters = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
+
+    def convert(value: Any) -> Any:
+        for converter in converters:
+            value = converter(value, expression, connection)
+        return value
+    return convert
+
+
+def _select(connection: BaseDatabaseWrapper, resource_type: str, where: Where, *, extra: Where | None = None,
+            order: str = "", limit: tuple[int, int] | None = None) -> list[tuple[Found, Any]]:
+    """Current resources matching ``where`` as :class:`Found` rows, each with ``extra``'s value."""
+    content = column(connection, "content")
+    if connection.vendor == "postgresql":
+        content += "::text"  # jsonb as its JSON text: served without a parse and a dump
+    columns = ", ".join([column(connection, "resource_id"), column(connection, "version_id"),
+                         column(connection, "last_updated"), column(connection, "deleted"), content,
+                         extra.sql if extra is not None else "NULL"])
+    sql = f"SELECT {columns} FROM {connection.ops.quote_name(RESOURCE_TABLE)} WHERE {where.sql}"
+    params = (*(extra.params if extra is not None else ()), *where.params)
+    if order:
+        sql += f" ORDER BY {order}"
+    if limit is not None:
+        sql += " LIMIT %s OFFSET %s"
+        params += limit
+    convert = _datetime_converter(connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [(Found(resource_type, resource_id, version_id, convert(last_updated), bool(deleted), text), value)
+            for resource_id, version_id, last_updated, deleted, text, value in rows]
+
+
+def _count(connection: BaseDatabaseWrapper, where: Where) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(RESOURCE_TABLE)} WHERE {where.sql}",
+                       where.params)
+        return cursor.fetchone()[0]

@@ -7,6 +7,7 @@ the repository. Every error is an OperationOutcome (one exception handler).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 from urllib.parse import urlencode
@@ -37,7 +38,7 @@ from medplum_auth.contrib.rest_framework.permissions import AccessPolicyPermissi
 from . import capability
 from .models import Resource, ResourceVersion
 from .query import Condition, Include, SearchError, parse_condition, parse_include
-from .repository import Repository, format_instant
+from .repository import Found, Repository, format_instant
 from .search_params import SEARCH_PARAMETERS
 
 DEFAULT_COUNT = 20
@@ -47,7 +48,20 @@ IGNORED_PARAMS = {"_format", "_pretty", "_total"}
 IF_MATCH_RE = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 
-class FhirJSONRenderer(JSONRenderer):
+class RawJSON(str):
+    """JSON text already produced (a stored resource, a Bundle spliced from them): sent as it is."""
+
+
+class PlainJSONRenderer(JSONRenderer):
+    """DRF's JSON renderer that sends :class:`RawJSON` as it is."""
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if isinstance(data, RawJSON):
+            return data.encode("utf-8")
+        return super().render(data, accepted_media_type, renderer_context)
+
+
+class FhirJSONRenderer(PlainJSONRenderer):
     media_type = "application/fhir+json"
     format = "fhir+json"
     charset = "utf-8"
@@ -82,7 +96,7 @@ class FhirView(APIView):
 
     authentication_classes = [BearerAuthentication]
     permission_classes = [AccessPolicyPermission]
-    renderer_classes = [FhirJSONRenderer, JSONRenderer]
+    renderer_classes = [FhirJSONRenderer, PlainJSONRenderer]
     parser_classes = [FhirJSONParser, JSONParser]
     content_negotiation_class = FhirContentNegotiation
     throttle_classes: list[Any] = []
@@ -109,7 +123,7 @@ class FhirView(APIView):
         return Repository(self.request.auth.login.project_id, get_policy(self.request))
 
 
-def _resource_headers(row: Resource | ResourceVersion) -> dict[str, str]:
+def _resource_headers(row: Found | Resource | ResourceVersion) -> dict[str, str]:
     return {"ETag": f'W/"{row.version_id}"', "Last-Modified": http_date(row.last_updated.timestamp())}
 
 
@@ -135,6 +149,12 @@ def _int_param(name: str, value: str, minimum: int) -> int:
 
 def _base() -> str:
     return auth_settings.fhir_base_url
+
+
+def _entry(repo: Repository, found: Found, mode: str) -> str:
+    """A searchset entry as JSON text, around the resource's stored text."""
+    url = json.dumps(f"{_base()}/{found.resource_type}/{found.resource_id}", ensure_ascii=False)
+    return f'{{"fullUrl":{url},"resource":{repo.present_json(found)},"search":{{"mode":"{mode}"}}}}'
 
 
 class TypeView(FhirView):
@@ -201,19 +221,13 @@ class TypeView(FhirView):
                 links.append(link("previous", max(offset - count, 0)))
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": result.total,
                                   "link": links}
-        if not total_only:
-            bundle["entry"] = [
-                {"fullUrl": f"{_base()}/{resource_type}/{row.resource_id}",
-                 "resource": repo.present(resource_type, row.content), "search": {"mode": "match"}}
-                for row in result.rows
-            ]
-            # Included resources: after the matches, not counted in ``total`` (FHIR R4 search, _include).
-            bundle["entry"] += [
-                {"fullUrl": f"{_base()}/{row.resource_type}/{row.resource_id}",
-                 "resource": repo.present(row.resource_type, row.content), "search": {"mode": "include"}}
-                for row in repo.include(resource_type, result.rows, includes)
-            ]
-        return Response(bundle)
+        if total_only:
+            return Response(bundle)
+        # Included resources: after the matches, not counted in ``total`` (FHIR R4 search, _include).
+        entries = [_entry(repo, row, "match") for row in result.rows]
+        entries += [_entry(repo, row, "include") for row in repo.include(resource_type, result.rows, includes)]
+        head = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False)
+        return Response(RawJSON(f'{head[:-1]},"entry":[{",".join(entries)}]}}'))
 
     def post(self, request: Request, resource_type: str) -> Response:
         repo = self.repository()
@@ -230,9 +244,8 @@ class InstanceView(FhirView):
 
     def get(self, request: Request, resource_type: str, resource_id: str) -> Response:
         repo = self.repository()
-        row = repo.read(resource_type, resource_id)
-        return Response(repo.present(resource_type, row.content),
-                        headers=_resource_headers(row))
+        found = repo.read(resource_type, resource_id)
+        return Response(RawJSON(repo.present_json(found)), headers=_resource_headers(found))
 
     def put(self, request: Request, resource_type: str, resource_id: str) -> Response:
         repo = self.repository()
@@ -302,7 +315,7 @@ class MetadataView(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
-    renderer_classes = [FhirJSONRenderer, JSONRenderer]
+    renderer_classes = [FhirJSONRenderer, PlainJSONRenderer]
     content_negotiation_class = FhirContentNegotiation
     throttle_classes: list[Any] = []
 

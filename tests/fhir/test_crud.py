@@ -307,3 +307,26 @@ def test_if_match_forms(full_api, alice, if_match, status):
     created = full_api.post("/Observation", observation(alice.profile)).json()
     response = full_api.put(f"/Observation/{created['id']}", created, HTTP_IF_MATCH=if_match)
     assert response.status_code == status, response.content
+
+
+@pytest.mark.parametrize("accept", [FHIR_JSON, "application/json"])
+def test_read_and_search_serve_the_stored_json_unchanged(full_api, alice, accept):
+    """Stored resources are served from their JSON text, not re-encoded: nothing may change on the way."""
+    text = 'Zoë 日本 "quoted" back\\slash \u2028 tab\t 😀'
+    created = full_api.post("/Observation", {**observation(alice.profile), "note": [{"text": text}],
+                                             "valueQuantity": {"value": 0.1, "unit": "mg"}}).json()
+    stored = Resource.objects.get(resource_id=created["id"]).content
+    assert stored["note"][0]["text"] == text
+    content_type = {FHIR_JSON: f"{FHIR_JSON}; charset=utf-8", "application/json": "application/json"}[accept]
+    read = full_api.get(f"/Observation/{created['id']}", HTTP_ACCEPT=accept)
+    assert read.status_code == 200 and read["Content-Type"] == content_type
+    assert json.loads(read.content.decode("utf-8")) == stored == created
+    search = full_api.get("/Observation", {"_id": created["id"], "_include": "Observation:subject"},
+                          HTTP_ACCEPT=accept)
+    assert search["Content-Type"] == content_type
+    bundle = json.loads(search.content.decode("utf-8"))
+    assert bundle["total"] == 1
+    assert [(e["search"]["mode"], e["fullUrl"]) for e in bundle["entry"]] == [
+        ("match", f"{BASE}/Observation/{created['id']}"), ("include", f"{BASE}/{alice.profile}")]
+    assert bundle["entry"][0]["resource"] == stored
+    assert bundle["entry"][1]["resource"] == Resource.objects.get(resource_id=alice.profile_id).content

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
 
 from fhir_api.models import Resource
-from fhir_api.query import Target, filters_match, filters_q
+from fhir_api.query import Target, filters_match, filters_where
 from fhir_api.search_params import compartment, date_range, index_values, reference_value
 from tests.fhir.conftest import observation, seed
 
@@ -64,7 +65,7 @@ def test_long_values_are_not_indexed():
 def test_criteria_this_server_cannot_evaluate_match_nothing(project1, criteria):
     seed(project1, observation("Patient/a"))
     rows = Resource.objects.filter(project=project1, resource_type="Observation")
-    assert not rows.filter(filters_q(project1.pk, "Observation", [criteria])).exists()
+    assert not rows.filter(filters_where(connection, project1.pk, "Observation", [criteria]).expression()).exists()
     index = index_values("Observation", observation("Patient/a"))
     assert not filters_match("Observation", [criteria], Target("o", "Patient/a", datetime.now(UTC), index))
 
@@ -74,8 +75,9 @@ def test_filters_are_or_of_and(project1):
     b = seed(project1, observation("Patient/b", code="2"))["id"]
     seed(project1, observation("Patient/c", code="1"))
     filters = [(("subject", "Patient/a"), ("code", "1")), (("_compartment", "Patient/b"),)]
+    where = filters_where(connection, project1.pk, "Observation", filters)
     found = set(Resource.objects.filter(project=project1, resource_type="Observation")
-                .filter(filters_q(project1.pk, "Observation", filters)).values_list("resource_id", flat=True))
+                .filter(where.expression()).values_list("resource_id", flat=True))
     assert found == {a, b}
     for content in Resource.objects.filter(project=project1, resource_type="Observation"):
         index = index_values("Observation", content.content)
@@ -85,7 +87,7 @@ def test_filters_are_or_of_and(project1):
 
 def test_filters_never_cross_projects(project1, project2):
     seed(project2, observation("Patient/a"))
-    q = filters_q(project1.pk, "Observation", [(("subject", "Patient/a"),)])
+    q = filters_where(connection, project1.pk, "Observation", [(("subject", "Patient/a"),)]).expression()
     assert not Resource.objects.filter(project=project1, resource_type="Observation").filter(q).exists()
     # The index lookup itself is scoped: project 2's index rows do not satisfy project 1's query.
     assert not Resource.objects.filter(resource_type="Observation").filter(q).exists()
