@@ -118,7 +118,7 @@ class Found:
     resource_type: str
     resource_id: str
     version_id: int
-    last_updated: datetime
+    last_updated: datetime | None  # only when asked for (a Bundle entry does not need it)
     deleted: bool
     text: str
 
@@ -268,7 +268,8 @@ class Repository:
                           for name, direction in SORTS.get(sort or "", (("id", "ASC"),)))
         total = Where(f"(SELECT COUNT(*) FROM {connection.ops.quote_name(RESOURCE_TABLE)} WHERE {where.sql})",
                       where.params)
-        rows = _select(connection, resource_type, where, extra=total, order=order, limit=(count, offset))
+        rows = _select(connection, resource_type, where, extra=total, order=order, limit=(count, offset),
+                       timestamps=False)
         if not rows:
             return Page([], _count(connection, where) if offset else 0)
         return Page([found for found, _ in rows], rows[0][1])
@@ -303,7 +304,7 @@ class Repository:
                 continue
             where = self._where(connection, target_type, decision,
                                 [Condition("_id", "id", tuple(Match("exact", i) for i in ids))])
-            included.extend(found for found, _ in _select(connection, target_type, where,
+            included.extend(found for found, _ in _select(connection, target_type, where, timestamps=False,
                                                           order=f"{column(connection, 'id')} ASC"))
         return included
 
@@ -484,14 +485,15 @@ def _datetime_converter(connection: BaseDatabaseWrapper) -> Callable[[Any], Any]
 
 
 def _select(connection: BaseDatabaseWrapper, resource_type: str, where: Where, *, extra: Where | None = None,
-            order: str = "", limit: tuple[int, int] | None = None) -> list[tuple[Found, Any]]:
+            order: str = "", limit: tuple[int, int] | None = None, timestamps: bool = True,
+            ) -> list[tuple[Found, Any]]:
     """Current resources matching ``where`` as :class:`Found` rows, each with ``extra``'s value."""
     content = column(connection, "content")
     if connection.vendor == "postgresql":
         content += "::text"  # jsonb as its JSON text: served without a parse and a dump
     columns = ", ".join([column(connection, "resource_id"), column(connection, "version_id"),
-                         column(connection, "last_updated"), column(connection, "deleted"), content,
-                         extra.sql if extra is not None else "NULL"])
+                         column(connection, "last_updated") if timestamps else "NULL",
+                         column(connection, "deleted"), content, extra.sql if extra is not None else "NULL"])
     sql = f"SELECT {columns} FROM {connection.ops.quote_name(RESOURCE_TABLE)} WHERE {where.sql}"
     params = (*(extra.params if extra is not None else ()), *where.params)
     if order:
@@ -499,7 +501,7 @@ def _select(connection: BaseDatabaseWrapper, resource_type: str, where: Where, *
     if limit is not None:
         sql += " LIMIT %s OFFSET %s"
         params += limit
-    convert = _datetime_converter(connection)
+    convert = _datetime_converter(connection) if timestamps else lambda value: None
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

@@ -151,9 +151,9 @@ def _base() -> str:
     return auth_settings.fhir_base_url
 
 
-def _entry(repo: Repository, found: Found, mode: str) -> str:
+def _entry(repo: Repository, base: str, found: Found, mode: str) -> str:
     """A searchset entry as JSON text, around the resource's stored text."""
-    url = json.dumps(f"{_base()}/{found.resource_type}/{found.resource_id}", ensure_ascii=False)
+    url = json.dumps(f"{base}/{found.resource_type}/{found.resource_id}", ensure_ascii=False)
     return f'{{"fullUrl":{url},"resource":{repo.present_json(found)},"search":{{"mode":"{mode}"}}}}'
 
 
@@ -208,9 +208,11 @@ class TypeView(FhirView):
         repo = self.repository()
         result = repo.search(resource_type, conditions, sort=sort, offset=offset, count=count, total_only=total_only)
 
+        base = _base()
+
         def link(relation: str, at: int) -> dict[str, str]:
             query = urlencode([*kept, ("_count", str(count)), ("_offset", str(at))])
-            return {"relation": relation, "url": f"{_base()}/{resource_type}?{query}"}
+            return {"relation": relation, "url": f"{base}/{resource_type}?{query}"}
 
         links = [link("self", offset)]
         if not total_only:
@@ -224,8 +226,9 @@ class TypeView(FhirView):
         if total_only:
             return Response(bundle)
         # Included resources: after the matches, not counted in ``total`` (FHIR R4 search, _include).
-        entries = [_entry(repo, row, "match") for row in result.rows]
-        entries += [_entry(repo, row, "include") for row in repo.include(resource_type, result.rows, includes)]
+        entries = [_entry(repo, base, row, "match") for row in result.rows]
+        entries += [_entry(repo, base, row, "include")
+                    for row in repo.include(resource_type, result.rows, includes)]
         head = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False)
         return Response(RawJSON(f'{head[:-1]},"entry":[{",".join(entries)}]}}'))
 

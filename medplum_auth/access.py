@@ -17,7 +17,7 @@ Admin preview, so that what the preview says is what the API does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -62,9 +62,14 @@ class Decision:
         return self.outcome != "forbidden"
 
 
-@dataclass
+@dataclass(frozen=True)
 class EffectivePolicy:
-    grants: list[Grant] = field(default_factory=list)
+    """Immutable: one compiled policy is shared by every request with the same inputs."""
+
+    grants: tuple[Grant, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grants", tuple(self.grants))
 
     def decide(self, resource_type: str, interaction: str) -> Decision:
         covering = [g for g in self.grants if g.covers(resource_type, interaction)]
@@ -128,6 +133,10 @@ def _criteria(text: str | None) -> Criteria:
     return tuple(parse_qsl(query, keep_blank_values=True))
 
 
+COMPILED_POLICIES_MAX = 1024
+_compiled_policies: dict[tuple[Any, ...], EffectivePolicy] = {}
+
+
 def compile_policy(
     rules: list[dict[str, Any]] | None,
     parameters: dict[str, str],
@@ -139,7 +148,22 @@ def compile_policy(
     ``rules`` are a validated policy's rules (``None`` = no policy = full access, Medplum's
     legacy default); ``parameters`` fill ``%patient``/``%profile``; ``scopes`` are the token's
     scopes; ``patient`` is the patient context (``Patient/<id>``) for ``patient/`` scopes.
+
+    Compiled policies are kept in memory keyed by these inputs themselves (the rules by their
+    ``repr``, exact for JSON values), never by a policy's id: an edited policy is a new key, so
+    nothing can be served from a stale compilation.
     """
+    key = (repr(rules), tuple(sorted(parameters.items())), tuple(scopes or ()), patient)
+    policy = _compiled_policies.get(key)
+    if policy is None:
+        if len(_compiled_policies) >= COMPILED_POLICIES_MAX:
+            _compiled_policies.clear()
+        policy = _compiled_policies[key] = _compile_policy(rules, parameters, scopes, patient)
+    return policy
+
+
+def _compile_policy(rules: list[dict[str, Any]] | None, parameters: dict[str, str], scopes: list[str] | None,
+                    patient: str | None) -> EffectivePolicy:
     if rules is None:
         base = [{"resourceType": "*", "interaction": list(INTERACTIONS)}]
     else:

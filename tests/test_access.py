@@ -130,10 +130,34 @@ def test_unnormalised_readonly_rule_stays_read_only():
 def test_invalid_stored_policy_grants_nothing():
     policy = compile_policy([{"resourceType": "Observation", "interaction": ["write"]}], PARAMS)
     assert policy.decide("Observation", "read").outcome == "forbidden"
-    assert policy.grants == []
+    assert policy.grants == ()
 
 
 def test_wildcard_rule_with_criteria_grants_only_the_criteria_type():
     policy = compile_policy([{"resourceType": "*", "criteria": "Observation?subject=%patient"}], PARAMS)
     assert policy.decide("Observation", "search").filters == ((("subject", PATIENT),),)
     assert policy.decide("Condition", "search").outcome == "forbidden"
+
+
+def test_compiled_policies_are_shared_only_between_equal_inputs():
+    """The in-memory compilation is keyed by the rules' content, never by a policy id: an edit
+    (or a different parameter, scope or patient) can never be answered by a stale compilation."""
+    rules = validate_rules([{"resourceType": "Observation", "criteria": "Observation?subject=%patient"}])
+    first = compile_policy(rules, PARAMS, ["patient/*.rs"], PATIENT)
+    assert compile_policy(validate_rules(list(rules)), dict(PARAMS), ["patient/*.rs"], PATIENT) is first
+    assert first.decide("Observation", "read").outcome == "filtered"
+    # The same policy row, edited in place: a new compilation with the new meaning.
+    rules[0]["criteria"] = "Observation?subject=Patient/someone-else"
+    edited = compile_policy(rules, PARAMS, ["patient/*.rs"], PATIENT)
+    assert edited is not first
+    assert ("subject", "Patient/someone-else") in edited.decide("Observation", "read").filters[0]
+    rules[0]["interaction"] = ["create"]
+    assert compile_policy(rules, PARAMS, ["patient/*.rs"], PATIENT).decide("Observation", "read").outcome == \
+        "forbidden"
+    other = {"patient": "Patient/p2", "profile": "Patient/p2"}
+    assert compile_policy(rules, other, ["patient/*.rs"], PATIENT) is not compile_policy(
+        rules, PARAMS, ["patient/*.rs"], PATIENT)
+    assert compile_policy(None, PARAMS, ["patient/*.r"], "Patient/p2").decide("Observation", "search").outcome == \
+        "forbidden"
+    with pytest.raises(AttributeError):
+        first.grants = ()  # shared between requests: immutable
