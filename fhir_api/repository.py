@@ -64,6 +64,8 @@ from .validation import validate_resource
 ALLOWED = Decision("allowed")
 SORTS = {"_lastUpdated": (("last_updated", "ASC"), ("id", "ASC")),
          "-_lastUpdated": (("last_updated", "DESC"), ("id", "DESC"))}
+BY_ID = (("id", "ASC"),)
+PAGE_ALIAS = "page_row"
 
 
 def format_instant(moment: datetime) -> str:
@@ -264,12 +266,10 @@ class Repository:
         where = self._where(connection, resource_type, decision, conditions)
         if total_only or count == 0:
             return Page([], _count(connection, where))
-        order = ", ".join(f"{column(connection, name)} {direction}"
-                          for name, direction in SORTS.get(sort or "", (("id", "ASC"),)))
         total = Where(f"(SELECT COUNT(*) FROM {connection.ops.quote_name(RESOURCE_TABLE)} WHERE {where.sql})",
                       where.params)
-        rows = _select(connection, resource_type, where, extra=total, order=order, limit=(count, offset),
-                       timestamps=False)
+        rows = _select(connection, resource_type, where, extra=total, order=SORTS.get(sort or "", BY_ID),
+                       limit=(count, offset), timestamps=False)
         if not rows:
             return Page([], _count(connection, where) if offset else 0)
         return Page([found for found, _ in rows], rows[0][1])
@@ -304,8 +304,8 @@ class Repository:
                 continue
             where = self._where(connection, target_type, decision,
                                 [Condition("_id", "id", tuple(Match("exact", i) for i in ids))])
-            included.extend(found for found, _ in _select(connection, target_type, where, timestamps=False,
-                                                          order=f"{column(connection, 'id')} ASC"))
+            included.extend(found for found, _ in _select(connection, target_type, where, order=BY_ID,
+                                                          timestamps=False))
         return included
 
     # --- writes ----------------------------------------------------------------------------
@@ -485,21 +485,36 @@ def _datetime_converter(connection: BaseDatabaseWrapper) -> Callable[[Any], Any]
 
 
 def _select(connection: BaseDatabaseWrapper, resource_type: str, where: Where, *, extra: Where | None = None,
-            order: str = "", limit: tuple[int, int] | None = None, timestamps: bool = True,
+            order: Sequence[tuple[str, str]] = (), limit: tuple[int, int] | None = None, timestamps: bool = True,
             ) -> list[tuple[Found, Any]]:
-    """Current resources matching ``where`` as :class:`Found` rows, each with ``extra``'s value."""
-    content = column(connection, "content")
+    """Current resources matching ``where`` as :class:`Found` rows, each with ``extra``'s value.
+
+    With ``limit`` (count, offset) the page is chosen first and only its rows are read (a
+    deferred join): the other matches are never converted to JSON text.
+    """
+    table = connection.ops.quote_name(RESOURCE_TABLE)
+    source = PAGE_ALIAS if limit is not None else RESOURCE_TABLE
+    content = column(connection, "content", source)
     if connection.vendor == "postgresql":
         content += "::text"  # jsonb as its JSON text: served without a parse and a dump
-    columns = ", ".join([column(connection, "resource_id"), column(connection, "version_id"),
-                         column(connection, "last_updated") if timestamps else "NULL",
-                         column(connection, "deleted"), content, extra.sql if extra is not None else "NULL"])
-    sql = f"SELECT {columns} FROM {connection.ops.quote_name(RESOURCE_TABLE)} WHERE {where.sql}"
+    columns = ", ".join([column(connection, "resource_id", source), column(connection, "version_id", source),
+                         column(connection, "last_updated", source) if timestamps else "NULL",
+                         column(connection, "deleted", source), content, extra.sql if extra is not None else "NULL"])
+
+    def order_by(table_name: str) -> str:
+        if not order:
+            return ""
+        return " ORDER BY " + ", ".join(f"{column(connection, name, table_name)} {direction}"
+                                        for name, direction in order)
     params = (*(extra.params if extra is not None else ()), *where.params)
-    if order:
-        sql += f" ORDER BY {order}"
-    if limit is not None:
-        sql += " LIMIT %s OFFSET %s"
+    if limit is None:
+        sql = f"SELECT {columns} FROM {table} WHERE {where.sql}{order_by(RESOURCE_TABLE)}"
+    else:
+        page, alias = connection.ops.quote_name("page"), connection.ops.quote_name(PAGE_ALIAS)
+        sql = (f"SELECT {columns} FROM {table} {alias} INNER JOIN (SELECT {column(connection, 'id')} FROM {table} "
+               f"WHERE {where.sql}{order_by(RESOURCE_TABLE)} LIMIT %s OFFSET %s) {page} "
+               f"ON {page}.{connection.ops.quote_name('id')} = {column(connection, 'id', PAGE_ALIAS)}"
+               f"{order_by(PAGE_ALIAS)}")
         params += limit
     convert = _datetime_converter(connection) if timestamps else lambda value: None
     with connection.cursor() as cursor:

@@ -7,7 +7,10 @@ so an ID token can never pass as an access token (RFC 8725 §2.8, §3.11); refre
 opaque and never JWTs.
 
 Public keys and the active signer are cached per process for a short time: key rows are
-immutable, and a rotated-out key stays published, so a stale cache costs nothing.
+immutable, and a rotated-out key stays published, so a stale cache costs nothing. A token whose
+signature has been checked is remembered (by its SHA-256) for as long as the cached key it was
+checked with: clients send the same access token with every API call, and the signature cannot
+change; its type, issuer and lifetime are checked again on every use.
 
 jwcrypto loads and exports the keys; the compact JWS itself (RFC 7515 §7.1) is built and
 checked here with ``cryptography``, which jwcrypto uses underneath: jwcrypto's per-token object
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import threading
@@ -47,6 +51,8 @@ _lock = threading.Lock()
 _signer: tuple[float, Any, Any] | None = None
 _public: dict[str, tuple[float, Any, str]] = {}
 _algorithms: tuple[float, list[str]] | None = None
+VERIFIED_TOKENS_MAX = 4096
+_verified: dict[bytes, tuple[str, str, tuple[float, Any, str], dict[str, Any]]] = {}
 
 
 class InvalidToken(Exception):
@@ -60,6 +66,7 @@ def clear_cache(**kwargs: Any) -> None:
         _signer = None
         _algorithms = None
         _public.clear()
+        _verified.clear()
 
 
 def _active_signer() -> tuple[Any, Any]:
@@ -79,21 +86,20 @@ def _active_signer() -> tuple[Any, Any]:
     return row, key
 
 
-def _public_key(kid: str) -> tuple[Any, str]:
-    """``(cryptography public key or None, algorithm)`` of a published key."""
+def _public_key(kid: str) -> tuple[float, Any, str]:
+    """``(cached at, cryptography public key or None, algorithm)`` of a published key."""
     now = time.monotonic()
     cached = _public.get(kid)
     if cached and now - cached[0] < CACHE_SECONDS:
-        return cached[1], cached[2]
+        return cached
     from .models import SigningKey
 
     row = SigningKey.objects.filter(kid=kid).exclude(status=SigningKey.Status.RETIRED).first()
     key = jwk.JWK(**row.public_jwk).get_op_key("verify") if row else None
-    algorithm = row.algorithm if row else ""
     if len(_public) > 64:
         _public.clear()
-    _public[kid] = (now, key, algorithm)
-    return key, algorithm
+    entry = _public[kid] = (now, key, row.algorithm if row else "")
+    return entry
 
 
 def published_algorithms() -> list[str]:
@@ -164,6 +170,29 @@ def decode(token: str, typ: str, *, verify_exp: bool = True) -> dict[str, Any]:
     """
     if not isinstance(token, str) or token.count(".") != 2 or len(token) > 16384:
         raise InvalidToken("not a compact JWS")
+    claims = _signed_claims(token, typ)
+    if claims.get("iss") != auth_settings.ISSUER:
+        raise InvalidToken("wrong issuer")
+    now = time.time()
+    exp, nbf = claims.get("exp"), claims.get("nbf", 0)
+    if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
+        raise InvalidToken("bad time claims")
+    if verify_exp and exp < now - CLOCK_SKEW:
+        raise InvalidToken("expired")
+    if nbf > now + CLOCK_SKEW:
+        raise InvalidToken("not yet valid")
+    return claims
+
+
+def _signed_claims(token: str, typ: str) -> dict[str, Any]:
+    """The claims of a token of type ``typ`` whose signature verifies (a copy: callers may edit it)."""
+    digest = hashlib.sha256(token.encode()).digest()
+    seen = _verified.get(digest)
+    if seen is not None:
+        seen_typ, kid, entry, claims = seen
+        # Only while the key it was checked with is still the cached, unexpired one.
+        if seen_typ == typ and _public.get(kid) is entry and time.monotonic() - entry[0] < CACHE_SECONDS:
+            return dict(claims)
     header_segment, payload_segment, signature_segment = token.split(".")
     try:
         header = json.loads(_unb64(header_segment))
@@ -177,7 +206,8 @@ def decode(token: str, typ: str, *, verify_exp: bool = True) -> dict[str, Any]:
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise InvalidToken("missing kid")
-    key, algorithm = _public_key(kid)
+    entry = _public_key(kid)
+    _, key, algorithm = entry
     if key is None or header.get("alg") != algorithm or algorithm not in _HASHES:
         raise InvalidToken("unknown key")
     try:
@@ -185,17 +215,12 @@ def decode(token: str, typ: str, *, verify_exp: bool = True) -> dict[str, Any]:
         claims = json.loads(_unb64(payload_segment))
     except (InvalidSignature, ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidToken("bad signature") from exc
-    if not isinstance(claims, dict) or claims.get("iss") != auth_settings.ISSUER:
-        raise InvalidToken("wrong issuer")
-    now = time.time()
-    exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-    if not isinstance(exp, int | float) or not isinstance(nbf, int | float):
-        raise InvalidToken("bad time claims")
-    if verify_exp and exp < now - CLOCK_SKEW:
-        raise InvalidToken("expired")
-    if nbf > now + CLOCK_SKEW:
-        raise InvalidToken("not yet valid")
-    return claims
+    if not isinstance(claims, dict):
+        raise InvalidToken("bad claims")
+    if len(_verified) >= VERIFIED_TOKENS_MAX:
+        _verified.clear()
+    _verified[digest] = (typ, kid, entry, claims)
+    return dict(claims)
 
 
 def issue_access_token(

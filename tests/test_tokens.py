@@ -132,7 +132,56 @@ def test_payload_must_be_a_json_object_from_our_issuer():
     row = rotate_signing_keys("ES256")
     with pytest.raises(tokens.InvalidToken, match="wrong issuer"):
         tokens.decode(jwcrypto_token(row, claims(iss="https://elsewhere.example")), "JWT")
-    with pytest.raises(tokens.InvalidToken, match="wrong issuer"):
+    with pytest.raises(tokens.InvalidToken, match="bad claims"):
         tokens.decode(jwcrypto_token(row, ["not", "an", "object"]), "JWT")
     with pytest.raises(tokens.InvalidToken, match="expired"):
         tokens.decode(jwcrypto_token(row, claims(exp=int(time.time()) - tokens.CLOCK_SKEW - 5)), "JWT")
+
+
+def access_token(lifetime: int = 60) -> str:
+    return tokens.issue_access_token(subject="u", client_id="c", login_id="l", scope="openid", profile=None,
+                                     lifetime=lifetime)
+
+
+def test_a_verified_token_is_remembered_and_its_claims_rechecked_on_every_use(monkeypatch, settings):
+    """The signature of a token is checked once per cached key; type, issuer and lifetime every time."""
+    rotate_signing_keys("RS256")
+    token = access_token()
+    assert tokens.verify_access_token(token)["login_id"] == "l"
+    checks = []
+    real_verify = tokens._verify
+    monkeypatch.setattr(tokens, "_verify", lambda *args: checks.append(args) or real_verify(*args))
+    claims_seen = tokens.verify_access_token(token)
+    assert claims_seen["login_id"] == "l" and checks == []  # remembered: no second signature check
+    claims_seen["login_id"] = "someone-else"  # a caller's copy: the remembered claims are untouched
+    assert tokens.verify_access_token(token)["login_id"] == "l"
+    with pytest.raises(tokens.InvalidToken, match="wrong token type"):
+        tokens.decode(token, tokens.ID_TOKEN_TYPE)  # remembered as an access token only
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(tokens.InvalidToken, match="bad signature"):
+        tokens.verify_access_token(tampered)
+    later = time.time() + 61 + tokens.CLOCK_SKEW
+    monkeypatch.setattr(tokens.time, "time", lambda: later)
+    with pytest.raises(tokens.InvalidToken, match="expired"):
+        tokens.verify_access_token(token)
+    monkeypatch.undo()
+    settings.MEDPLUM_AUTH = {**getattr(settings, "MEDPLUM_AUTH", {}), "ISSUER": "https://moved.example"}
+    with pytest.raises(tokens.InvalidToken, match="wrong issuer"):
+        tokens.verify_access_token(token)
+
+
+def test_remembered_tokens_are_checked_again_when_their_key_is(monkeypatch):
+    row = rotate_signing_keys("ES256")
+    token = access_token()
+    tokens.verify_access_token(token)
+    checks = []
+    real_verify = tokens._verify
+    monkeypatch.setattr(tokens, "_verify", lambda *args: checks.append(args) or real_verify(*args))
+    later = time.monotonic() + tokens.CACHE_SECONDS + 1
+    monkeypatch.setattr(tokens.time, "monotonic", lambda: later)
+    assert tokens.verify_access_token(token)["login_id"] == "l"
+    assert len(checks) == 1  # the key was looked up again, and the signature checked with it
+    row.status = row.Status.RETIRED
+    row.save()  # clears every cache of the process: a retired key's tokens stop at once
+    with pytest.raises(tokens.InvalidToken, match="unknown key"):
+        tokens.verify_access_token(token)
