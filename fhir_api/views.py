@@ -12,7 +12,7 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.http import http_date
 from django.views.decorators.http import require_GET
 from rest_framework.negotiation import BaseContentNegotiation
@@ -48,20 +48,7 @@ IGNORED_PARAMS = {"_format", "_pretty", "_total"}
 IF_MATCH_RE = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
 
 
-class RawJSON(str):
-    """JSON text already produced (a stored resource, a Bundle spliced from them): sent as it is."""
-
-
-class PlainJSONRenderer(JSONRenderer):
-    """DRF's JSON renderer that sends :class:`RawJSON` as it is."""
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        if isinstance(data, RawJSON):
-            return data.encode("utf-8")
-        return super().render(data, accepted_media_type, renderer_context)
-
-
-class FhirJSONRenderer(PlainJSONRenderer):
+class FhirJSONRenderer(JSONRenderer):
     media_type = "application/fhir+json"
     format = "fhir+json"
     charset = "utf-8"
@@ -96,7 +83,7 @@ class FhirView(APIView):
 
     authentication_classes = [BearerAuthentication]
     permission_classes = [AccessPolicyPermission]
-    renderer_classes = [FhirJSONRenderer, PlainJSONRenderer]
+    renderer_classes = [FhirJSONRenderer, JSONRenderer]
     parser_classes = [FhirJSONParser, JSONParser]
     content_negotiation_class = FhirContentNegotiation
     throttle_classes: list[Any] = []
@@ -121,6 +108,13 @@ class FhirView(APIView):
 
     def repository(self) -> Repository:
         return Repository(self.request.auth.login.project_id, get_policy(self.request))
+
+    def json_response(self, text: str, headers: dict[str, str] | None = None) -> HttpResponse:
+        """JSON text already produced (a stored resource, a Bundle spliced around them), sent as
+        it is, with the Content-Type DRF's ``Response`` would give the negotiated renderer."""
+        renderer = self.request.accepted_renderer
+        content_type = f"{renderer.media_type}; charset={renderer.charset}" if renderer.charset else renderer.media_type
+        return HttpResponse(text.encode("utf-8"), content_type=content_type, headers=headers)
 
 
 def _resource_headers(row: Found | Resource | ResourceVersion) -> dict[str, str]:
@@ -208,11 +202,12 @@ class TypeView(FhirView):
         repo = self.repository()
         result = repo.search(resource_type, conditions, sort=sort, offset=offset, count=count, total_only=total_only)
 
-        base = _base()
+        base, kept_query = _base(), urlencode(kept)
 
         def link(relation: str, at: int) -> dict[str, str]:
-            query = urlencode([*kept, ("_count", str(count)), ("_offset", str(at))])
-            return {"relation": relation, "url": f"{base}/{resource_type}?{query}"}
+            query = f"_count={count}&_offset={at}"
+            return {"relation": relation, "url": f"{base}/{resource_type}?{kept_query}&{query}" if kept_query
+                    else f"{base}/{resource_type}?{query}"}
 
         links = [link("self", offset)]
         if not total_only:
@@ -230,7 +225,7 @@ class TypeView(FhirView):
         entries += [_entry(repo, base, row, "include")
                     for row in repo.include(resource_type, result.rows, includes)]
         head = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False)
-        return Response(RawJSON(f'{head[:-1]},"entry":[{",".join(entries)}]}}'))
+        return self.json_response(f'{head[:-1]},"entry":[{",".join(entries)}]}}')
 
     def post(self, request: Request, resource_type: str) -> Response:
         repo = self.repository()
@@ -248,7 +243,7 @@ class InstanceView(FhirView):
     def get(self, request: Request, resource_type: str, resource_id: str) -> Response:
         repo = self.repository()
         found = repo.read(resource_type, resource_id)
-        return Response(RawJSON(repo.present_json(found)), headers=_resource_headers(found))
+        return self.json_response(repo.present_json(found), _resource_headers(found))
 
     def put(self, request: Request, resource_type: str, resource_id: str) -> Response:
         repo = self.repository()
@@ -318,7 +313,7 @@ class MetadataView(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes = [AllowAny]
-    renderer_classes = [FhirJSONRenderer, PlainJSONRenderer]
+    renderer_classes = [FhirJSONRenderer, JSONRenderer]
     content_negotiation_class = FhirContentNegotiation
     throttle_classes: list[Any] = []
 
