@@ -135,3 +135,45 @@ def test_compiled_once_runs_on_every_threads_connection():
         thread.join()
     assert errors == []
     assert found == [(login.pk, {"org": "Organization/1"}, login.user.email)] * 4
+
+
+def _loaded(obj) -> dict:
+    return {k: v for k, v in vars(obj).items() if k != "_state"}
+
+
+def test_objects_are_built_as_django_builds_them():
+    """Without ``__init__`` (as unpickling does): the same loaded values, the same state, deferred
+    fields absent and loaded lazily, related objects cached both ways."""
+    login = make_login(scope="openid")
+    found = CompiledLookup(Login, bearer_logins).get(login.pk)
+    orm = bearer_logins().get(pk=login.pk)
+    for ours, theirs in ((found, orm), (found.user, orm.user), (found.project, orm.project),
+                         (found.client, orm.client), (found.client.access_policy, orm.client.access_policy),
+                         (found.membership, orm.membership),
+                         (found.membership.access_policy, orm.membership.access_policy)):
+        assert type(ours) is type(theirs)
+        assert _loaded(ours) == _loaded(theirs)
+        assert (ours._state.adding, ours._state.db) == (theirs._state.adding, theirs._state.db) == (False, "default")
+        assert ours.get_deferred_fields() == theirs.get_deferred_fields()
+    assert "redirect_uri" in found.get_deferred_fields() and found.redirect_uri == login.redirect_uri
+    assert list(found.membership.logins.all()) == [found]  # a real model instance: reverse managers work
+    found.scope = "openid profile"
+    found.save(update_fields=["scope"])
+    assert Login.objects.get(pk=login.pk).scope == "openid profile"
+
+
+def test_models_with_init_observers_go_through_django(monkeypatch):
+    from django.db.models.signals import post_init
+
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(type(instance).__name__)
+    post_init.connect(receiver, sender=ProjectMembership)
+    try:
+        login = make_login()
+        seen.clear()
+        found = CompiledLookup(Login, bearer_logins).get(login.pk)
+        assert seen == ["ProjectMembership"] and found.membership.pk == login.membership_id
+    finally:
+        post_init.disconnect(receiver, sender=ProjectMembership)
