@@ -266,10 +266,8 @@ class Repository:
         where = self._where(connection, resource_type, decision, conditions)
         if total_only or count == 0:
             return Page([], _count(connection, where))
-        total = Where(f"(SELECT COUNT(*) FROM {connection.ops.quote_name(RESOURCE_TABLE)} WHERE {where.sql})",
-                      where.params)
-        rows = _select(connection, resource_type, where, extra=total, order=SORTS.get(sort or "", BY_ID),
-                       limit=(count, offset), timestamps=False)
+        rows = _select(connection, resource_type, where, order=SORTS.get(sort or "", BY_ID), limit=(count, offset),
+                       timestamps=False)
         if not rows:
             return Page([], _count(connection, where) if offset else 0)
         return Page([found for found, _ in rows], rows[0][1])
@@ -489,8 +487,9 @@ def _select(connection: BaseDatabaseWrapper, resource_type: str, where: Where, *
             ) -> list[tuple[Found, Any]]:
     """Current resources matching ``where`` as :class:`Found` rows, each with ``extra``'s value.
 
-    With ``limit`` (count, offset) the page is chosen first and only its rows are read (a
-    deferred join): the other matches are never converted to JSON text.
+    With ``limit`` (count, offset) the value is instead the number of all matches, and the page
+    is chosen first, by id, with that count (a window over the same scan), before its rows are
+    read (a deferred join): the other matches are never converted to JSON text.
     """
     table = connection.ops.quote_name(RESOURCE_TABLE)
     source = PAGE_ALIAS if limit is not None else RESOURCE_TABLE
@@ -499,19 +498,23 @@ def _select(connection: BaseDatabaseWrapper, resource_type: str, where: Where, *
         content += "::text"  # jsonb as its JSON text: served without a parse and a dump
     columns = ", ".join([column(connection, "resource_id", source), column(connection, "version_id", source),
                          column(connection, "last_updated", source) if timestamps else "NULL",
-                         column(connection, "deleted", source), content, extra.sql if extra is not None else "NULL"])
+                         column(connection, "deleted", source), content,
+                         f"{connection.ops.quote_name('page')}.{connection.ops.quote_name('total')}"
+                         if limit is not None else extra.sql if extra is not None else "NULL"])
 
     def order_by(table_name: str) -> str:
         if not order:
             return ""
         return " ORDER BY " + ", ".join(f"{column(connection, name, table_name)} {direction}"
                                         for name, direction in order)
-    params = (*(extra.params if extra is not None else ()), *where.params)
     if limit is None:
+        params = (*(extra.params if extra is not None else ()), *where.params)
         sql = f"SELECT {columns} FROM {table} WHERE {where.sql}{order_by(RESOURCE_TABLE)}"
     else:
+        params = where.params
         page, alias = connection.ops.quote_name("page"), connection.ops.quote_name(PAGE_ALIAS)
-        sql = (f"SELECT {columns} FROM {table} {alias} INNER JOIN (SELECT {column(connection, 'id')} FROM {table} "
+        sql = (f"SELECT {columns} FROM {table} {alias} INNER JOIN (SELECT {column(connection, 'id')}, COUNT(*) OVER () "
+               f"AS {connection.ops.quote_name('total')} FROM {table} "
                f"WHERE {where.sql}{order_by(RESOURCE_TABLE)} LIMIT %s OFFSET %s) {page} "
                f"ON {page}.{connection.ops.quote_name('id')} = {column(connection, 'id', PAGE_ALIAS)}"
                f"{order_by(PAGE_ALIAS)}")
