@@ -167,6 +167,17 @@ def test_string_forms(full_api, stored):
     assert _ids(full_api.get("/Organization", {"name": "bh"})) == {stored["Organization"][1][0]}
 
 
+def test_like_wildcards_in_values_are_literal(full_api, stored, project1):
+    """``%``, ``_`` and ``\\`` in a prefix, contains or suffix search match only themselves."""
+    for value in ("%", "_", "m%", "m_a", "\\", "%ia"):
+        assert _ids(full_api.get("/Patient", {"name": value})) == set(), value
+        assert _ids(full_api.get("/Patient", {"family:contains": value})) == set(), value
+        assert _ids(full_api.get("/Observation", {"subject": value})) == set(), value  # a suffix match
+    odd = seed(project1, {"resourceType": "Patient", "name": [{"family": "100%_real\\x"}]})["id"]
+    assert _ids(full_api.get("/Patient", {"family": "100%_"})) == {odd}
+    assert _ids(full_api.get("/Patient", {"family:contains": "%_real\\"})) == {odd}
+
+
 def test_reference_forms(full_api, stored):
     first = stored["Observation"][0][0]
     assert _ids(full_api.get("/Observation", {"subject": P1})) == {first}
