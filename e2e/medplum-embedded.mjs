@@ -1,7 +1,8 @@
 // @medplum/core embedded login (no browser): startLogin({email, password, scope, codeChallenge,
 // codeChallengeMethod:'S256'}) → POST /auth/login → {login, code}; then processCode(code) with the
 // verifier in storage → token → /auth/me → the Patient profile. Also: a wrong password surfaces as
-// the client's OperationOutcomeError, and a client-side API call after signOut() is refused.
+// the client's OperationOutcomeError, patchResource (JSON Patch) on the profile, a failing JSON
+// Patch `test` as an OperationOutcomeError, and a client-side API call after signOut() is refused.
 //
 // Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_EMAIL, E2E_PASSWORD.
 import { decodeJwtPayload, env, pkcePair, rawFetch, run } from './lib/common.mjs';
@@ -38,6 +39,19 @@ await run(async () => {
   const active = medplum.getActiveLogin();
   const me = await medplum.get('auth/me', { cache: 'no-cache' });
 
+  const patched = await medplum.patchResource('Patient', profile.id, [
+    { op: 'test', path: '/id', value: profile.id },
+    { op: 'add', path: '/gender', value: 'unknown' },
+  ]);
+  let failedPatch;
+  try {
+    await medplum.patchResource('Patient', profile.id, [{ op: 'test', path: '/gender', value: 'female' }]);
+    failedPatch = { accepted: true };
+  } catch (err) {
+    failedPatch = { name: err.name, message: normalizeErrorString(err), outcome: err.outcome ?? null };
+  }
+  const reread = await medplum.readResource('Patient', profile.id, { cache: 'no-cache' });
+
   await medplum.signOut();
   let afterSignOut;
   try {
@@ -55,6 +69,9 @@ await run(async () => {
     login: { project: active.project, profile: active.profile, has_refresh_token: Boolean(active.refreshToken) },
     access_token_claims: decodeJwtPayload(accessToken),
     me: { user: me.user, project: me.project, profile: me.profile, membership: me.membership },
+    patched: { version: patched.meta?.versionId, gender: patched.gender },
+    failed_patch: failedPatch,
+    reread: { version: reread.meta?.versionId, gender: reread.gender },
     after_sign_out: afterSignOut,
     old_token_after_sign_out: oldToken,
     calls,

@@ -40,7 +40,7 @@ SMART_SCOPES = [
     "openid", "fhirUser", "profile", "email", "launch", "launch/patient", "launch/encounter", "offline_access",
     "patient/*.rs", "patient/*.cruds", "user/*.rs", "user/*.cruds", "system/*.rs", "system/*.cruds",
 ]
-INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "create", "search-type"]
+INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "create", "search-type"]
 
 
 def _endpoints() -> dict[str, str]:

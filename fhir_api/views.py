@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.http import http_date
 from django.views.decorators.http import require_GET
+from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
@@ -56,6 +57,12 @@ class FhirJSONRenderer(JSONRenderer):
 
 class FhirJSONParser(JSONParser):
     media_type = "application/fhir+json"
+
+
+class JSONPatchParser(JSONParser):
+    """RFC 6902 patch documents, the body ``@medplum/core``'s ``patchResource`` sends."""
+
+    media_type = "application/json-patch+json"
 
 
 class FhirContentNegotiation(BaseContentNegotiation):
@@ -238,7 +245,8 @@ class TypeView(FhirView):
 class InstanceView(FhirView):
     """``GET``/``PUT``/``DELETE /<Type>/<id>``."""
 
-    interactions = {"GET": "read", "PUT": "update", "DELETE": "delete"}
+    interactions = {"GET": "read", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
+    parser_classes = [FhirJSONParser, JSONParser, JSONPatchParser]
 
     def get(self, request: Request, resource_type: str, resource_id: str) -> Response:
         repo = self.repository()
@@ -250,6 +258,15 @@ class InstanceView(FhirView):
         row = repo.update(resource_type, resource_id, request.data, if_match=_if_match(request))
         return Response(repo.present(resource_type, row.content),
                         headers=_resource_headers(row))
+
+    def patch(self, request: Request, resource_type: str, resource_id: str) -> Response:
+        """JSON Patch (``application/json-patch+json``); other bodies (FHIRPath Patch) → 415."""
+        if request.content_type.split(";")[0].strip().lower() != JSONPatchParser.media_type:
+            raise exceptions.UnsupportedMediaType(request.content_type,
+                                                  detail="PATCH needs a JSON Patch (application/json-patch+json)")
+        repo = self.repository()
+        row = repo.patch(resource_type, resource_id, request.data, if_match=_if_match(request))
+        return Response(repo.present(resource_type, row.content), headers=_resource_headers(row))
 
     def delete(self, request: Request, resource_type: str, resource_id: str) -> Response:
         self.repository().delete(resource_type, resource_id, if_match=_if_match(request))

@@ -71,8 +71,18 @@ def test_medplum_core_embedded_login(seed, run_node):
     assert out["me"]["project"]["id"] == str(data.project.pk)
     assert out["me"]["user"]["email"] == data.email
 
+    # patchResource: a JSON Patch on the signed-in Patient's own profile, a new version; a failing
+    # `test` operation reaches the caller as an OperationOutcomeError and changes nothing.
+    assert out["patched"] == {"version": "2", "gender": "unknown"}
+    assert out["failed_patch"]["name"] == "OperationOutcomeError"
+    assert "cannot be applied" in out["failed_patch"]["message"]
+    assert out["reread"] == {"version": "2", "gender": "unknown"}
+
     # After signOut() the client has no login and the server refuses the old token.
     assert out["after_sign_out"] == {"name": "OperationOutcomeError", "message": "Unauthorized"}
     assert out["old_token_after_sign_out"]["status"] == 401
     paths = [(c["method"], c["path"]) for c in out["calls"]]
     assert ("POST", "/auth/login") in paths and ("POST", "/oauth2/logout") in paths
+    patch_calls = [c["status"] for c in out["calls"] if c["method"] == "PATCH"]
+    assert patch_calls == [200, 422]
+    assert all(c["path"] == f"/fhir/R4/Patient/{membership.profile_id}" for c in out["calls"] if c["method"] == "PATCH")

@@ -15,6 +15,7 @@ from tests.factories import AccessPolicyFactory, ClientApplicationFactory, Membe
 
 FHIR = "/fhir/R4"
 FHIR_JSON = "application/fhir+json"
+JSON_PATCH = "application/json-patch+json"
 
 # The demo's patient policy (medplum_seed_demo), with every interaction a patient app may try.
 PATIENT_POLICY: list[dict[str, Any]] = [
@@ -60,6 +61,10 @@ class Api:
     def put(self, path: str, body: Any, content_type: str = FHIR_JSON, **extra: str):
         data = body if isinstance(body, str | bytes) else json.dumps(body)
         return self.client.put(FHIR + path, data, content_type=content_type, **self._headers(extra))
+
+    def patch(self, path: str, body: Any, content_type: str = JSON_PATCH, **extra: str):
+        data = body if isinstance(body, str | bytes) else json.dumps(body)
+        return self.client.patch(FHIR + path, data, content_type=content_type, **self._headers(extra))
 
     def delete(self, path: str, **extra: str):
         return self.client.delete(FHIR + path, **self._headers(extra))

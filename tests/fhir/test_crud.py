@@ -184,9 +184,9 @@ def test_missing_resource_is_404(full_api):
 
 
 def test_unsupported_method_is_405(full_api, alice):
-    response = full_api.client.patch(f"{FHIR}/Patient/{alice.profile_id}", "{}", content_type=FHIR_JSON,
-                                     HTTP_AUTHORIZATION=f"Bearer {full_api.token}")
-    assert_outcome(response, 405, "not-supported")
+    for response in (full_api.patch("/Patient", []), full_api.put("/Patient", {"resourceType": "Patient"}),
+                     full_api.post(f"/Patient/{alice.profile_id}", {"resourceType": "Patient"})):
+        assert_outcome(response, 405, "not-supported")
 
 
 @pytest.mark.spec("RFC 6750 §3")

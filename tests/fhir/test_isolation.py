@@ -42,7 +42,7 @@ def world(client, project1, project2, app1, app2, alice, bob):
 # Patient-A tokens: the policy alone, the policy with v2 patient scopes, with v1 scopes, with user scopes.
 PATIENT_SCOPES = ["openid", "openid patient/*.rs", "openid patient/*.read", "openid user/*.rs",
                   "patient/Observation.rs patient/Condition.rs patient/Patient.rs"]
-ROUTES = ["read", "vread", "history", "search", "search_by_id", "search_by_subject", "update", "delete"]
+ROUTES = ["read", "vread", "history", "search", "search_by_id", "search_by_subject", "update", "patch", "delete"]
 
 
 def _attempt(api: Api, route: str, resource_type: str, resource_id: str, owner: str) -> Any:
@@ -63,6 +63,8 @@ def _attempt(api: Api, route: str, resource_type: str, resource_id: str, owner: 
     body = Resource.objects.get(resource_id=resource_id).content
     if route == "update":
         return api.put(path, {**body, "status": "amended"} if resource_type == "Observation" else body)
+    if route == "patch":
+        return api.patch(path, [{"op": "add", "path": "/language", "value": "en"}])
     return api.delete(path)
 
 
@@ -84,7 +86,7 @@ def test_patient_a_never_reaches_patient_b(client, world, app1, scope, route, re
             assert response.status_code == 200, response.content
             assert resource_id not in _ids(response)
             assert response.json()["total"] == len(_ids(response))  # B is not counted either
-        elif route in ("update", "delete") and scope != "openid":
+        elif route in ("update", "patch", "delete") and scope != "openid":
             # read-only scopes: the interaction itself is forbidden, whatever the resource
             assert_outcome(response, 403, "forbidden")
         else:

@@ -3,8 +3,8 @@
 The matrix is type × route × token kind:
 
 * **types**: the 14 supported types (``fhir_api.search_params.RESOURCE_TYPES``);
-* **routes**: read, vread, history, update, delete, create, search with no parameter and with
-  each of the type's parameters (plus ``_id``, ``_lastUpdated``, ``_compartment``), and
+* **routes**: read, vread, history, update, patch (JSON Patch), delete, create, search with no
+  parameter and with each of the type's parameters (plus ``_id``, ``_lastUpdated``, ``_compartment``), and
   ``_include`` through each of the type's reference parameters;
 * **token kinds** (project 1):
 
@@ -30,8 +30,8 @@ filter but lost the project one would hand it to patient A. Every resource carri
 Rules asserted, for each case:
 
 * compartment types (all but Practitioner and Organization): a patient-A token reads, finds,
-  includes and writes A's resources only; B's are 404 on read/vread/history/update/delete, never
-  in a searchset (matches, includes, ``total``) and unchanged in the database after the attempt;
+  includes and writes A's resources only; B's are 404 on read/vread/history/update/patch/delete,
+  never in a searchset (matches, includes, ``total``) and unchanged in the database after the attempt;
   version 1 of the moved resource (B's) is never served;
 * Practitioner and Organization belong to no patient compartment: a patient policy exposes them
   only when it grants the type (here Organization read/search: all of project 1's; Practitioner:
@@ -53,6 +53,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonpatch
 import pytest
 from django.db import connection, transaction
 from django.db.models import Count
@@ -341,7 +342,7 @@ def _assert_unchanged_except(before: dict, after: dict, changed: set[tuple[Any, 
 
 # --- the matrix ----------------------------------------------------------------------------------
 
-ROUTES = ("read", "vread", "history", "update", "delete", "create")
+ROUTES = ("read", "vread", "history", "update", "patch", "delete", "create")
 GENERIC_SEARCHES = ("(none)", "_id", "_lastUpdated", "_compartment")
 CASES = [
     *((t, route) for t in TYPES for route in ROUTES),
@@ -356,7 +357,7 @@ def test_isolation(client, world, rtype, route, kind):
     api = Api(client, world.token(kind, rtype))
     name, _, param = route.partition(":")
     check = {"read": _check_read, "vread": _check_vread, "history": _check_history, "update": _check_update,
-             "delete": _check_delete, "create": _check_create, "search": _check_search,
+             "patch": _check_patch, "delete": _check_delete, "create": _check_create, "search": _check_search,
              "include": _check_include}[name]
     check(api, world, kind, rtype, param)
 
@@ -411,16 +412,29 @@ def _write_body(item: Item) -> dict[str, Any]:
     return _swap(item.content, B, A) if item.rtype != "Patient" else {**item.content, "gender": "other"}
 
 
-def _check_update(api: Api, world: World, kind: str, rtype: str, _param: str) -> None:
+def _put(api: Api, item: Item, body: dict[str, Any]) -> Any:
+    return api.put(f"/{item.rtype}/{item.rid}", body)
+
+
+def _patch(api: Api, item: Item, body: dict[str, Any]) -> Any:
+    """The same change as a JSON Patch (RFC 6902) of the stored content."""
+    return api.patch(f"/{item.rtype}/{item.rid}", jsonpatch.make_patch(item.content, body).patch)
+
+
+def _check_patch(api: Api, world: World, kind: str, rtype: str, param: str) -> None:
+    _check_update(api, world, kind, rtype, param, send=_patch)
+
+
+def _check_update(api: Api, world: World, kind: str, rtype: str, _param: str, send: Any = _put) -> None:
     p1 = world.projects[1].pk
     for item in _targets(world, rtype):
         if kind in PATIENT_KINDS and rtype not in (*NON_COMPARTMENT, "Patient") and sees(kind, rtype, item):
             # Giving A's resource to B would write into B's compartment: 403, nothing stored.
             before = _snapshot(rtype)
-            assert_outcome(api.put(f"/{rtype}/{item.rid}", _swap(item.content, A, B)), 403, "forbidden")
+            assert_outcome(send(api, item, _swap(item.content, A, B)), 403, "forbidden")
             assert _snapshot(rtype) == before
         before = _snapshot(rtype)
-        response = api.put(f"/{rtype}/{item.rid}", _write_body(item))
+        response = send(api, item, _write_body(item))
         changed: set[tuple[Any, str]] = set()
         if not may(kind, rtype, rtype, "update"):
             assert_outcome(response, 403, "forbidden")

@@ -102,6 +102,13 @@ class PreconditionFailed(FhirError):
     default_detail = "Precondition failed: the resource has a newer version"
 
 
+class UnprocessablePatch(FhirError):
+    """422: a well-formed patch that cannot be applied (a failed ``test``, a missing path; RFC 5789 §2.2)."""
+
+    status_code = 422
+    issue_code = "processing"
+
+
 class InvalidBearerToken(exceptions.AuthenticationFailed):
     """401 with RFC 6750 §3.1 ``error`` and ``error_description`` in ``WWW-Authenticate``."""
 
