@@ -192,20 +192,21 @@ NOTHING = Where("1 = 0")
 EVERYTHING = Where("1 = 1")
 
 
-def all_of(parts: Sequence[Where]) -> Where:
+def _combine(connector: str, parts: Sequence[Where], empty: Where) -> Where:
     if not parts:
-        return EVERYTHING
+        return empty
     if len(parts) == 1:
         return parts[0]
-    return Where(" AND ".join(f"({part.sql})" for part in parts), tuple(p for part in parts for p in part.params))
+    return Where(f" {connector} ".join(f"({part.sql})" for part in parts),
+                 tuple(p for part in parts for p in part.params))
+
+
+def all_of(parts: Sequence[Where]) -> Where:
+    return _combine("AND", parts, EVERYTHING)
 
 
 def any_of(parts: Sequence[Where]) -> Where:
-    if not parts:
-        return NOTHING
-    if len(parts) == 1:
-        return parts[0]
-    return Where(" OR ".join(f"({part.sql})" for part in parts), tuple(p for part in parts for p in part.params))
+    return _combine("OR", parts, NOTHING)
 
 
 def column(connection: BaseDatabaseWrapper, name: str, table: str = RESOURCE_TABLE) -> str:
