@@ -2,7 +2,8 @@
 // codeChallengeMethod:'S256'}) → POST /auth/login → {login, code}; then processCode(code) with the
 // verifier in storage → token → /auth/me → the Patient profile. Also: a wrong password surfaces as
 // the client's OperationOutcomeError, patchResource (JSON Patch) on the profile, a failing JSON
-// Patch `test` as an OperationOutcomeError, and a client-side API call after signOut() is refused.
+// Patch `test` as an OperationOutcomeError, createResourceIfNoneExist (If-None-Exist) twice, and a
+// client-side API call after signOut() is refused.
 //
 // Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_EMAIL, E2E_PASSWORD.
 import { decodeJwtPayload, env, pkcePair, rawFetch, run } from './lib/common.mjs';
@@ -52,6 +53,13 @@ await run(async () => {
   }
   const reread = await medplum.readResource('Patient', profile.id, { cache: 'no-cache' });
 
+  const observation = {
+    resourceType: 'Observation', status: 'final', identifier: [{ system: 'urn:e2e', value: 'obs-1' }],
+    code: { text: 'e2e' }, subject: { reference: `Patient/${profile.id}` },
+  };
+  const created = await medplum.createResourceIfNoneExist(observation, 'identifier=urn:e2e|obs-1');
+  const existing = await medplum.createResourceIfNoneExist(observation, 'identifier=urn:e2e|obs-1');
+
   await medplum.signOut();
   let afterSignOut;
   try {
@@ -72,6 +80,7 @@ await run(async () => {
     patched: { version: patched.meta?.versionId, gender: patched.gender },
     failed_patch: failedPatch,
     reread: { version: reread.meta?.versionId, gender: reread.gender },
+    conditional_create: { first_id: created.id, second_id: existing.id },
     after_sign_out: afterSignOut,
     old_token_after_sign_out: oldToken,
     calls,

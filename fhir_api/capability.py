@@ -89,7 +89,7 @@ def capability_statement() -> dict[str, Any]:
             "versioning": "versioned",
             "readHistory": True,
             "updateCreate": False,
-            "conditionalCreate": False,
+            "conditionalCreate": True,
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
             "searchInclude": [f"{resource_type}:{p.name}" for p in params.values() if p.type == "reference"],

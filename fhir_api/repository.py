@@ -19,6 +19,7 @@ created on invite and by tests, never for a request.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -258,8 +259,11 @@ class Repository:
                 if self._version_allowed(resource_type, decision, resource_id, v.content, v.last_updated)]
 
     def search(self, resource_type: str, conditions: list[Condition], *, sort: str | None = None,
-               offset: int = 0, count: int = 20, total_only: bool = False) -> Page:
-        """One page of matches and the total, in one statement (a second only past the end)."""
+               offset: int = 0, count: int = 20, total_only: bool = False, timestamps: bool = False) -> Page:
+        """One page of matches and the total, in one statement (a second only past the end).
+
+        The matches' ``last_updated`` is read only with ``timestamps`` (a Bundle entry does not need it).
+        """
         decision = self.decide(resource_type, "search")
         self._check_searchable(resource_type, conditions)
         imposed = _imposed_conditions(resource_type, decision)
@@ -270,7 +274,7 @@ class Repository:
         if total_only or count == 0:
             return Page([], _count(connection, where))
         rows = _select(connection, resource_type, where, order=SORTS.get(sort or "", BY_ID), limit=(count, offset),
-                       timestamps=False)
+                       timestamps=timestamps)
         if not rows:
             return Page([], _count(connection, where) if offset else 0)
         return Page([found for found, _ in rows], rows[0][1])
@@ -334,6 +338,30 @@ class Repository:
             ResourceVersion.objects.create(resource=row, version_id=1, last_updated=now, content=content)
             self._write_index(row, index)
         return row
+
+    def create_if_none_exist(self, resource_type: str, content: dict[str, Any], criteria: list[Condition],
+                             ) -> Resource | Found:
+        """FHIR conditional create (``If-None-Exist``): the match (a :class:`Found`) when exactly
+        one resource this caller can see matches ``criteria``, else the new :class:`Resource`;
+        412 when several match. The caller needs search as well as create.
+
+        On PostgreSQL the check and the create hold a transaction-scoped advisory lock on the
+        project, type and criteria, so two concurrent identical requests create one resource.
+        """
+        self.decide(resource_type, "create")
+        with transaction.atomic():
+            connection = connections[router.db_for_write(Resource)]
+            if connection.vendor == "postgresql":
+                key = repr((str(self.project_id), resource_type, sorted(map(repr, criteria))))
+                lock = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock])
+            found = self.search(resource_type, criteria, count=2, timestamps=True).rows
+            if len(found) > 1:
+                raise PreconditionFailed("More than one resource matches If-None-Exist")
+            if found:
+                return found[0]
+            return self.create(resource_type, content)
 
     def update(self, resource_type: str, resource_id: str, content: dict[str, Any], *,
                if_match: int | None = None) -> Resource:

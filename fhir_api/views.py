@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.http import http_date
@@ -152,6 +152,22 @@ def _base() -> str:
     return auth_settings.fhir_base_url
 
 
+def _criteria(resource_type: str, query: str, header: str) -> list[Condition]:
+    """Search criteria from a header holding a query string (``If-None-Exist``); 400 when unusable."""
+    query = query.strip().lstrip("?")
+    if "?" in query:  # also accept "Patient?identifier=…", the form some clients send
+        named, _, query = query.partition("?")
+        if named != resource_type:
+            raise InvalidResource(f"{header} must search {resource_type}", expression=header)
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not pairs:
+        raise InvalidResource(f"{header} needs search criteria", expression=header)
+    try:
+        return [parse_condition(resource_type, key, value) for key, value in pairs]
+    except SearchError as exc:
+        raise InvalidResource(f"{header}: {exc}", expression=header) from None
+
+
 def _entry(repo: Repository, base: str, found: Found, mode: str) -> str:
     """A searchset entry as JSON text, around the resource's stored text."""
     url = json.dumps(f"{base}/{found.resource_type}/{found.resource_id}", ensure_ascii=False)
@@ -235,10 +251,19 @@ class TypeView(FhirView):
         return self.json_response(f'{head[:-1]},"entry":[{",".join(entries)}]}}')
 
     def post(self, request: Request, resource_type: str) -> Response:
+        """Create; with ``If-None-Exist: <search>`` a conditional create (FHIR R4 §3.1.0.8.1):
+        200 with the one match, 201 when none, 412 when several."""
         repo = self.repository()
-        row = repo.create(resource_type, request.data)
+        condition = request.META.get("HTTP_IF_NONE_EXIST")
+        if condition is None:
+            row = repo.create(resource_type, request.data)
+        else:
+            row = repo.create_if_none_exist(resource_type, request.data,
+                                            _criteria(resource_type, condition, "If-None-Exist"))
         headers = _resource_headers(row)
         headers["Location"] = f"{_base()}/{resource_type}/{row.resource_id}/_history/{row.version_id}"
+        if isinstance(row, Found):  # it exists already
+            return self.json_response(repo.present_json(row), headers)
         return Response(repo.present(resource_type, row.content), status=201, headers=headers)
 
 

@@ -77,6 +77,11 @@ def test_medplum_core_embedded_login(seed, run_node):
     assert out["failed_patch"]["name"] == "OperationOutcomeError"
     assert "cannot be applied" in out["failed_patch"]["message"]
     assert out["reread"] == {"version": "2", "gender": "unknown"}
+    # createResourceIfNoneExist: created once (201), then found (200), the same resource.
+    conditional = out["conditional_create"]
+    assert conditional["first_id"] and conditional["first_id"] == conditional["second_id"]
+    posts = [c["status"] for c in out["calls"] if c["method"] == "POST" and c["path"] == "/fhir/R4/Observation"]
+    assert posts == [201, 200]
 
     # After signOut() the client has no login and the server refuses the old token.
     assert out["after_sign_out"] == {"name": "OperationOutcomeError", "message": "Unauthorized"}
