@@ -93,6 +93,9 @@ def capability_statement() -> dict[str, Any]:
             "conditionalUpdate": False,
             "conditionalDelete": "not-supported",
             "searchInclude": [f"{resource_type}:{p.name}" for p in params.values() if p.type == "reference"],
+            "searchRevInclude": [f"{source}:{p.name}" for source, source_params in SEARCH_PARAMETERS.items()
+                                 for p in source_params.values()
+                                 if p.type == "reference" and p.target in (None, resource_type)],
             "searchParam": search_params,
         })
     return {

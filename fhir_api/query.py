@@ -109,7 +109,8 @@ def parse_condition(resource_type: str, key: str, raw: str) -> Condition:
 
 @dataclass(frozen=True)
 class Include:
-    """``_include=<source>:<param>[:<target>]``: the resources ``param`` of each match refers to."""
+    """``_include=<source>:<param>[:<target>]``: the resources ``param`` of each match refers to;
+    for ``_revinclude`` the ``source`` resources whose ``param`` refers to a match."""
 
     source: str
     param: str
@@ -139,6 +140,23 @@ def parse_include(resource_type: str, raw: str) -> Include:
     if target is not None and (target not in SEARCH_PARAMETERS or param.target not in (None, target)):
         raise SearchError(f"Unsupported _include {raw!r}: {target!r} is not a supported target", "_include")
     return Include(source, name, target)
+
+
+def parse_revinclude(resource_type: str, raw: str) -> Include:
+    """A ``_revinclude`` value of a search on ``resource_type``: ``<source>:<param>[:<target>]``,
+    the ``source`` resources whose reference parameter ``param`` refers to a match. Only one
+    level (no ``*``, no ``:iterate``); ``target``, if given, is ``resource_type``."""
+    parts = raw.split(":")
+    if len(parts) not in (2, 3) or any(not part for part in parts):
+        raise SearchError(f"Unsupported _revinclude {raw!r} (use <Type>:<reference parameter>)", "_revinclude")
+    source, name = parts[0], parts[1]
+    param = SEARCH_PARAMETERS.get(source, {}).get(name)
+    if param is None or param.type != "reference":
+        raise SearchError(f"Unsupported _revinclude {raw!r}: {name!r} is not a reference parameter of "
+                          f"{source}", "_revinclude")
+    if (len(parts) == 3 and parts[2] != resource_type) or param.target not in (None, resource_type):
+        raise SearchError(f"Unsupported _revinclude {raw!r}: it does not refer to {resource_type}", "_revinclude")
+    return Include(source, name, resource_type)
 
 
 def _no_modifier(key: str, modifier: str) -> None:

@@ -70,6 +70,7 @@ SORTS = {"_lastUpdated": (("last_updated", "ASC"), ("id", "ASC")),
          "-_lastUpdated": (("last_updated", "DESC"), ("id", "DESC"))}
 BY_ID = (("id", "ASC"),)
 PAGE_ALIAS = "page_row"
+MAX_REVINCLUDES = 1000
 
 
 def format_instant(moment: datetime) -> str:
@@ -312,6 +313,39 @@ class Repository:
             included.extend(found for found, _ in _select(connection, target_type, where, order=BY_ID,
                                                           timestamps=False))
         return included
+
+    def revinclude(self, resource_type: str, rows: list[Found], revincludes: list[Include],
+                   seen: set[tuple[str, str]]) -> tuple[list[Found], bool]:
+        """The resources whose ``param`` refers to one of the matches (``_revinclude``), each one
+        passing the caller's own ``read`` decision for its type, as :meth:`include`'s do.
+
+        At most :data:`MAX_REVINCLUDES` in all, in id order per parameter; the flag says whether
+        more were left out (the caller says so in the Bundle). ``seen`` (matches and includes)
+        are not repeated.
+        """
+        for rev in revincludes:
+            self._check_hidden_params(rev.source, [rev.param])
+        if not rows or not revincludes:
+            return [], False
+        references = tuple(Match("exact", f"{resource_type}/{row.resource_id}") for row in rows)
+        connection = connections[router.db_for_read(Resource)]
+        found: list[Found] = []
+        truncated = False
+        for rev in revincludes:
+            decision = ALLOWED if self.policy is None else self.policy.decide(rev.source, "read")
+            if not decision.permitted:
+                continue
+            where = self._where(connection, rev.source, decision, [Condition(rev.param, "index", references)])
+            room = MAX_REVINCLUDES - len(found)
+            for row, _ in _select(connection, rev.source, where, order=BY_ID, limit=(room + 1, 0), timestamps=False):
+                if (row.resource_type, row.resource_id) in seen:
+                    continue
+                if len(found) == MAX_REVINCLUDES:
+                    truncated = True
+                    break
+                seen.add((row.resource_type, row.resource_id))
+                found.append(row)
+        return found, truncated
 
     # --- writes ----------------------------------------------------------------------------
 

@@ -38,8 +38,8 @@ from medplum_auth.contrib.rest_framework.permissions import AccessPolicyPermissi
 
 from . import capability
 from .models import Resource, ResourceVersion
-from .query import Condition, Include, SearchError, parse_condition, parse_include
-from .repository import Found, Repository, format_instant
+from .query import Condition, Include, SearchError, parse_condition, parse_include, parse_revinclude
+from .repository import MAX_REVINCLUDES, Found, Repository, format_instant
 from .search_params import SEARCH_PARAMETERS
 
 DEFAULT_COUNT = 20
@@ -182,6 +182,7 @@ class TypeView(FhirView):
     def get(self, request: Request, resource_type: str) -> Response:
         conditions: list[Condition] = []
         includes: list[Include] = []
+        revincludes: list[Include] = []
         kept: list[tuple[str, str]] = []
         count, offset, page, sort, summary = DEFAULT_COUNT, None, None, None, None
         for key, values in request.query_params.lists():
@@ -205,10 +206,11 @@ class TypeView(FhirView):
                 kept.append((key, value))
             elif key in IGNORED_PARAMS:
                 continue
-            elif key == "_include":
+            elif key in ("_include", "_revinclude"):
+                parse, found = (parse_include, includes) if key == "_include" else (parse_revinclude, revincludes)
                 for raw in values:
                     try:
-                        includes.append(parse_include(resource_type, raw))
+                        found.append(parse(resource_type, raw))
                     except SearchError as exc:
                         raise InvalidResource(str(exc), expression=exc.param) from None
                     kept.append((key, raw))
@@ -244,9 +246,15 @@ class TypeView(FhirView):
         if total_only:
             return Response(bundle)
         # Included resources: after the matches, not counted in ``total`` (FHIR R4 search, _include).
+        included = repo.include(resource_type, result.rows, includes)
+        seen = {(row.resource_type, row.resource_id) for row in [*result.rows, *included]}
+        revincluded, truncated = repo.revinclude(resource_type, result.rows, revincludes, seen)
         entries = [_entry(repo, base, row, "match") for row in result.rows]
-        entries += [_entry(repo, base, row, "include")
-                    for row in repo.include(resource_type, result.rows, includes)]
+        entries += [_entry(repo, base, row, "include") for row in [*included, *revincluded]]
+        if truncated:
+            warning = operation_outcome("informational", f"Only the first {MAX_REVINCLUDES} _revinclude resources "
+                                        "are included; narrow the search or page through it", severity="warning")
+            entries.append(json.dumps({"resource": warning, "search": {"mode": "outcome"}}, separators=(",", ":")))
         head = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False)
         return self.json_response(f'{head[:-1]},"entry":[{",".join(entries)}]}}')
 

@@ -32,6 +32,10 @@ def _refs(response: Any, mode: str = "include") -> set[str]:
 
 @pytest.fixture
 def world(project1, project2, alice, bob, practitioner):
+    return build_world(project1, project2, alice, bob, practitioner)
+
+
+def build_world(project1: Any, project2: Any, alice: Any, bob: Any, practitioner: Any) -> dict[str, Any]:
     """Project 1: Alice, Bob, a practitioner and an organization; project 2: Carol.
 
     Alice's observations refer to Bob (as performer), the practitioner, and ids that exist only

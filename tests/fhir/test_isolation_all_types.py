@@ -5,7 +5,8 @@ The matrix is type × route × token kind:
 * **types**: the 14 supported types (``fhir_api.search_params.RESOURCE_TYPES``);
 * **routes**: read, vread, history, update, patch (JSON Patch), delete, create, search with no
   parameter and with each of the type's parameters (plus ``_id``, ``_lastUpdated``, ``_compartment``), and
-  ``_include`` through each of the type's reference parameters;
+  ``_include`` through each of the type's reference parameters, and ``_revinclude`` of every
+  type's reference parameters that refer to it;
 * **token kinds** (project 1):
 
   - ``patient_policy``: patient A under the demo-style patient policy: ``<Type>?<param>=%patient``
@@ -344,10 +345,27 @@ def _assert_unchanged_except(before: dict, after: dict, changed: set[tuple[Any, 
 
 ROUTES = ("read", "vread", "history", "update", "patch", "delete", "create")
 GENERIC_SEARCHES = ("(none)", "_id", "_lastUpdated", "_compartment")
+def _revincludes() -> list[tuple[str, str]]:
+    """``(searched type, "Source:param")`` for every reference parameter of every type and every
+    type its values in the world refer to (both sides' resources name both patients and more)."""
+    cases = set()
+    for source in TYPES:
+        for name, param in SEARCH_PARAMETERS[source].items():
+            if param.type != "reference":
+                continue
+            for side in ("a", "b"):
+                for reference in param_values(param, build(source, side)):
+                    target = reference.partition("/")[0]
+                    if target in TYPES and param.target in (None, target):
+                        cases.add((target, f"revinclude:{source}:{name}"))
+    return sorted(cases)
+
+
 CASES = [
     *((t, route) for t in TYPES for route in ROUTES),
     *((t, f"search:{p}") for t in TYPES for p in (*GENERIC_SEARCHES, *SEARCH_PARAMETERS[t])),
     *((t, f"include:{p}") for t in TYPES for p, param in SEARCH_PARAMETERS[t].items() if param.type == "reference"),
+    *_revincludes(),
 ]
 
 
@@ -358,7 +376,7 @@ def test_isolation(client, world, rtype, route, kind):
     name, _, param = route.partition(":")
     check = {"read": _check_read, "vread": _check_vread, "history": _check_history, "update": _check_update,
              "patch": _check_patch, "delete": _check_delete, "create": _check_create, "search": _check_search,
-             "include": _check_include}[name]
+             "include": _check_include, "revinclude": _check_revinclude}[name]
     check(api, world, kind, rtype, param)
 
 
@@ -571,6 +589,28 @@ def _check_include(api: Api, world: World, kind: str, rtype: str, param: str) ->
             target = world.items.get((1, target_type, target_id))
             if target is not None and (target_type, target_id) not in matched_keys and sees(kind, rtype, target):
                 expected.add((target_type, target_id))
+    includes = _entries(response, "include")
+    for entry in includes:
+        _assert_project_1(entry["resource"])
+    assert sorted(_keys(includes)) == sorted(expected)
+    assert response.json()["total"] == len(matched)
+
+
+def _check_revinclude(api: Api, world: World, kind: str, rtype: str, param: str) -> None:
+    """What refers to the matches through ``Source:param``: in project 1, readable by the token."""
+    source, _, name = param.partition(":")
+    response = api.get(f"/{rtype}", {"_revinclude": f"{source}:{name}", "_count": "100"})
+    if not may(kind, rtype, rtype, "search"):
+        assert_outcome(response, 403, "forbidden")
+        return
+    assert response.status_code == 200, response.content
+    matched = [item for item in world.of(1, rtype) if sees(kind, rtype, item)]
+    assert sorted(_keys(_entries(response, "match"))) == sorted((rtype, item.rid) for item in matched)
+    targets = {f"{rtype}/{item.rid}" for item in matched}
+    spec = SEARCH_PARAMETERS[source][name]
+    expected = {(source, item.rid) for item in world.of(1, source)
+                if sees(kind, rtype, item) and targets & set(param_values(spec, item.content))
+                and (source, item.rid) not in {(rtype, m.rid) for m in matched}}
     includes = _entries(response, "include")
     for entry in includes:
         _assert_project_1(entry["resource"])
