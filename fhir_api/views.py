@@ -247,8 +247,10 @@ class TypeView(FhirView):
             return Response(bundle)
         # Included resources: after the matches, not counted in ``total`` (FHIR R4 search, _include).
         included = repo.include(resource_type, result.rows, includes)
-        seen = {(row.resource_type, row.resource_id) for row in [*result.rows, *included]}
-        revincluded, truncated = repo.revinclude(resource_type, result.rows, revincludes, seen)
+        revincluded, truncated = [], False
+        if revincludes:
+            seen = {(row.resource_type, row.resource_id) for row in [*result.rows, *included]}
+            revincluded, truncated = repo.revinclude(resource_type, result.rows, revincludes, seen)
         entries = [_entry(repo, base, row, "match") for row in result.rows]
         entries += [_entry(repo, base, row, "include") for row in [*included, *revincluded]]
         if truncated:
