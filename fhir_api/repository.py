@@ -164,12 +164,12 @@ class Repository:
         return queryset
 
     def _where(self, connection: BaseDatabaseWrapper, resource_type: str, decision: Decision,
-               conditions: Sequence[Condition] = (), *, deleted: bool | None = False) -> Where:
-        """This project's resources of ``resource_type`` that the decision and ``conditions`` allow."""
-        parts = [Where(f"{column(connection, 'project_id')} = %s AND {column(connection, 'resource_type')} = %s",
-                       (project_value(connection, self.project_id), resource_type))]
-        if deleted is not None:
-            parts.append(Where(f"{column(connection, 'deleted')} = %s", (deleted,)))
+               conditions: Sequence[Condition] = ()) -> Where:
+        """This project's current (not deleted) resources of ``resource_type`` that the decision
+        and ``conditions`` allow."""
+        parts = [Where(f"{column(connection, 'project_id')} = %s AND {column(connection, 'resource_type')} = %s "
+                       f"AND {column(connection, 'deleted')} = %s",
+                       (project_value(connection, self.project_id), resource_type, False))]
         if decision.outcome == "filtered":
             parts.append(filters_where(connection, self.project_id, resource_type, decision.filters))
         parts.extend(condition_where(connection, self.project_id, resource_type, c) for c in conditions)
