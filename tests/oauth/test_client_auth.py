@@ -215,6 +215,20 @@ def test_client_credentials_grant(client, confidential_client, oauth_project, is
     assert userinfo_status(client, body["access_token"]) == 200
 
 
+def test_client_credentials_is_one_read_and_one_insert(client, confidential_client):
+    """No transaction of its own (BEGIN and COMMIT would be two more round trips): it writes one row."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    auth = basic_auth(confidential_client.client_id, confidential_client.plaintext_secret)
+    with CaptureQueriesContext(connection) as captured:
+        response = client_credentials(client, {"scope": "openid system/*.rs"}, HTTP_AUTHORIZATION=auth)
+    assert response.status_code == 200, response.content
+    statements = [q["sql"] for q in captured.captured_queries if "medplum_auth_signingkey" not in q["sql"]]
+    assert [sql.split()[0] for sql in statements] == ["SELECT", "INSERT"], statements  # the key is cached 30 s
+    assert Login.objects.filter(client=confidential_client, scope="openid system/*.rs").count() == 1
+
+
 def test_client_credentials_never_issue_refresh_tokens(client, oauth_project):
     app = ClientApplicationFactory(project=oauth_project, always_issue_refresh_token=True)
     response = client_credentials(client, {"scope": "openid offline_access"},
