@@ -570,14 +570,30 @@ def _check_search(api: Api, world: World, kind: str, rtype: str, param: str) -> 
         assert response.json()["total"] == len(expected), query
 
 
-def _check_include(api: Api, world: World, kind: str, rtype: str, param: str) -> None:
-    response = api.get(f"/{rtype}", {"_include": f"{rtype}:{param}", "_count": "100"})
+def _searched_with(api: Api, world: World, kind: str, rtype: str, params: dict[str, str]) -> tuple[Any, list[Item]]:
+    """The search's response and the matches it must have (none when it must be a 403)."""
+    response = api.get(f"/{rtype}", {**params, "_count": "100"})
     if not may(kind, rtype, rtype, "search"):
         assert_outcome(response, 403, "forbidden")
-        return
+        return response, []
     assert response.status_code == 200, response.content
     matched = [item for item in world.of(1, rtype) if sees(kind, rtype, item)]
     assert sorted(_keys(_entries(response, "match"))) == sorted((rtype, item.rid) for item in matched)
+    assert response.json()["total"] == len(matched)
+    return response, matched
+
+
+def _assert_included(response: Any, expected: set[tuple[str, str]]) -> None:
+    includes = _entries(response, "include")
+    for entry in includes:
+        _assert_project_1(entry["resource"])
+    assert sorted(_keys(includes)) == sorted(expected)
+
+
+def _check_include(api: Api, world: World, kind: str, rtype: str, param: str) -> None:
+    response, matched = _searched_with(api, world, kind, rtype, {"_include": f"{rtype}:{param}"})
+    if response.status_code == 403:
+        return
     spec = SEARCH_PARAMETERS[rtype][param]
     # What the matches refer to through the parameter, found in project 1 (an id only in
     # project 2 is found nowhere), readable by the token, and not already a match.
@@ -589,33 +605,21 @@ def _check_include(api: Api, world: World, kind: str, rtype: str, param: str) ->
             target = world.items.get((1, target_type, target_id))
             if target is not None and (target_type, target_id) not in matched_keys and sees(kind, rtype, target):
                 expected.add((target_type, target_id))
-    includes = _entries(response, "include")
-    for entry in includes:
-        _assert_project_1(entry["resource"])
-    assert sorted(_keys(includes)) == sorted(expected)
-    assert response.json()["total"] == len(matched)
+    _assert_included(response, expected)
 
 
 def _check_revinclude(api: Api, world: World, kind: str, rtype: str, param: str) -> None:
     """What refers to the matches through ``Source:param``: in project 1, readable by the token."""
     source, _, name = param.partition(":")
-    response = api.get(f"/{rtype}", {"_revinclude": f"{source}:{name}", "_count": "100"})
-    if not may(kind, rtype, rtype, "search"):
-        assert_outcome(response, 403, "forbidden")
+    response, matched = _searched_with(api, world, kind, rtype, {"_revinclude": f"{source}:{name}"})
+    if response.status_code == 403:
         return
-    assert response.status_code == 200, response.content
-    matched = [item for item in world.of(1, rtype) if sees(kind, rtype, item)]
-    assert sorted(_keys(_entries(response, "match"))) == sorted((rtype, item.rid) for item in matched)
     targets = {f"{rtype}/{item.rid}" for item in matched}
     spec = SEARCH_PARAMETERS[source][name]
-    expected = {(source, item.rid) for item in world.of(1, source)
-                if sees(kind, rtype, item) and targets & set(param_values(spec, item.content))
-                and (source, item.rid) not in {(rtype, m.rid) for m in matched}}
-    includes = _entries(response, "include")
-    for entry in includes:
-        _assert_project_1(entry["resource"])
-    assert sorted(_keys(includes)) == sorted(expected)
-    assert response.json()["total"] == len(matched)
+    _assert_included(response, {
+        (source, item.rid) for item in world.of(1, source)
+        if sees(kind, rtype, item) and targets & set(param_values(spec, item.content))
+        and (source, item.rid) not in {(rtype, m.rid) for m in matched}})
 
 
 # --- around the matrix ---------------------------------------------------------------------------
