@@ -294,7 +294,8 @@ def condition_where(connection: BaseDatabaseWrapper, project_id: Any, resource_t
 
 
 def _parse_utc(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    """A :func:`~fhir_api.search_params.format_date` bound back as a UTC datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def criteria_conditions(resource_type: str, criteria: Iterable[tuple[str, str]]) -> list[Condition] | None:

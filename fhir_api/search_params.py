@@ -175,6 +175,19 @@ _DATE_RE = re.compile(
     r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?\Z"
 )
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _end_after(start: datetime, **step: int) -> datetime:
+    """``start`` + one unit of its precision; the end of time for the last one (year 9999)."""
+    try:
+        if "years" in step:
+            return start.replace(year=start.year + 1)
+        if "months" in step:
+            return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        return start + timedelta(**step)
+    except (ValueError, OverflowError):
+        return _LATEST
 
 
 def date_range(value: str) -> tuple[datetime, datetime] | None:
@@ -190,16 +203,15 @@ def date_range(value: str) -> tuple[datetime, datetime] | None:
         year = int(parts["year"])
         if parts["month"] is None:
             start = datetime(year, 1, 1, tzinfo=UTC)
-            return start, datetime(year + 1, 1, 1, tzinfo=UTC)
+            return start, _end_after(start, years=1)
         month = int(parts["month"])
         if parts["day"] is None:
             start = datetime(year, month, 1, tzinfo=UTC)
-            end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-            return start, end
+            return start, _end_after(start, months=1)
         day = date(year, month, int(parts["day"]))
         if parts["hour"] is None:
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return start, start + timedelta(days=1)
+            return start, _end_after(start, days=1)
         tz = UTC
         if parts["tz"] and parts["tz"] != "Z":
             sign = 1 if parts["tz"][0] == "+" else -1
@@ -209,12 +221,14 @@ def date_range(value: str) -> tuple[datetime, datetime] | None:
         local = datetime(day.year, day.month, day.day, int(parts["hour"]), int(parts["minute"]),
                          int(second or 0), tzinfo=tz)
         start = local.astimezone(UTC)
-        return start, start + (timedelta(seconds=1) if second is not None else timedelta(minutes=1))
-    except ValueError:
+        return start, _end_after(start, seconds=1) if second is not None else _end_after(start, minutes=1)
+    except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
         return None
 
 
 def format_date(moment: datetime) -> str:
+    if moment >= _LATEST:  # the open end of the last second: after every stored (second-precision) value
+        return _LATEST.strftime(DATE_FORMAT) + ".999999"
     return moment.astimezone(UTC).strftime(DATE_FORMAT)
 
 

@@ -44,6 +44,7 @@ from .search_params import SEARCH_PARAMETERS
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
+MAX_OFFSET = 10_000  # deeper pages: narrow the search (an offset scans every row before it)
 PAGING_PARAMS = {"_count", "_offset", "_page"}
 IGNORED_PARAMS = {"_format", "_pretty", "_total"}
 IF_MATCH_RE = re.compile(r'^\s*(?:W/)?"?(\d+)"?\s*$')
@@ -223,6 +224,9 @@ class TypeView(FhirView):
                     kept.append((key, raw))
         if offset is None:
             offset = (page - 1) * count if page else 0
+        if offset > MAX_OFFSET:
+            raise InvalidResource(f"Search offset {offset} exceeds the maximum of {MAX_OFFSET}; narrow the search",
+                                  expression="_page" if page else "_offset")
         total_only = summary == "count"
         repo = self.repository()
         result = repo.search(resource_type, conditions, sort=sort, offset=offset, count=count, total_only=total_only)

@@ -28,9 +28,17 @@ def test_date_range(value, start, end):
     assert low.strftime("%Y-%m-%dT%H:%M:%S") == start and high.strftime("%Y-%m-%dT%H:%M:%S") == end
 
 
-@pytest.mark.parametrize("value", ["", "20", "2020-13", "2020-02-30", "yesterday", "2020-01-01T25:00:00Z", 7])
+@pytest.mark.parametrize("value", ["", "20", "2020-13", "2020-02-30", "yesterday", "2020-01-01T25:00:00Z", 7,
+                                   "0001-01-01T00:00:00+01:00"])
 def test_invalid_dates(value):
     assert date_range(value) is None
+
+
+@pytest.mark.parametrize("value", ["9999", "9999-12", "9999-12-31", "9999-12-31T23:59Z", "9999-12-31T23:59:59Z",
+                                   "0001-01-01T00:00:00-01:00"])
+def test_the_ends_of_time_do_not_overflow(value):
+    low, high = date_range(value)
+    assert low < high <= datetime.max.replace(tzinfo=UTC)
 
 
 def test_reference_values():

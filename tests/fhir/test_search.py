@@ -249,6 +249,27 @@ def test_paging_total_next_previous(full_api, alice):
     assert [e["resource"]["id"] for e in page_two["entry"]] == seen[10:20]
 
 
+@pytest.mark.parametrize(("params", "expression"), [
+    ({"_offset": "10001"}, "_offset"), ({"_offset": "99999999999999999999"}, "_offset"),
+    ({"_page": "99999999999999999999"}, "_page"), ({"_page": "502", "_count": "20"}, "_page"),
+])
+def test_offset_beyond_the_maximum_is_400(full_api, alice, params, expression):
+    """Never a database overflow (a 500): deep pages are refused."""
+    assert_outcome(full_api.get("/Observation", params), 400, "invalid", expression)
+    assert full_api.get("/Observation", {"_offset": "10000"}).json()["total"] == 0  # the maximum itself is fine
+    assert full_api.get("/Observation", {"_page": "501", "_count": "20"}).status_code == 200
+
+
+def test_dates_at_the_end_of_time(full_api, alice):
+    """The last representable second is stored, indexed and searched, never a 500."""
+    last = full_api.post("/Observation", {**observation(alice.profile), "effectiveDateTime": "9999-12-31T23:59:59Z"})
+    assert last.status_code == 201, last.content
+    assert _ids(full_api.get("/Observation", {"date": "9999"})) == {last.json()["id"]}
+    assert _ids(full_api.get("/Observation", {"date": "ge9999-12-31"})) == {last.json()["id"]}
+    assert full_api.get("/Observation", {"_lastUpdated": "ge9999-12-31T23:59:59Z"}).json()["total"] == 0
+    assert_outcome(full_api.get("/Observation", {"date": "0001-01-01T00:00:00+01:00"}), 400, "invalid", "date")
+
+
 def test_count_is_capped(full_api, alice):
     bundle = full_api.get("/Observation", {"_count": 5000}).json()
     assert "_count=100" in bundle["link"][0]["url"]
