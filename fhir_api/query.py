@@ -80,6 +80,8 @@ def parse_condition(resource_type: str, key: str, raw: str) -> Condition:
     values = [v for v in raw.split(",")] if raw else []
     if not values or any(v == "" for v in values):
         raise SearchError(f"Search parameter {key!r} needs a value", key)
+    if "\x00" in raw:  # no stored text holds NUL (PostgreSQL text cannot)
+        raise SearchError(f"Search parameter {key!r} has a NUL character", key)
     if name == "_id":
         _no_modifier(key, modifier)
         return Condition(name, "id", tuple(Match("exact", v) for v in values))

@@ -174,7 +174,6 @@ _DATE_RE = re.compile(
     r"(?:T(?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:\.\d+)?)?"
     r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?\Z"
 )
-DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
 
@@ -227,9 +226,11 @@ def date_range(value: str) -> tuple[datetime, datetime] | None:
 
 
 def format_date(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` in UTC, years zero-padded (``strftime`` writes year 1 as ``1``), so
+    that index values compare as the moments do."""
     if moment >= _LATEST:  # the open end of the last second: after every stored (second-precision) value
-        return _LATEST.strftime(DATE_FORMAT) + ".999999"
-    return moment.astimezone(UTC).strftime(DATE_FORMAT)
+        return "9999-12-31T23:59:59.999999"
+    return moment.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat()
 
 
 def _date_values(node: Any) -> Iterator[str]:

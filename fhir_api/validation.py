@@ -39,21 +39,33 @@ def _expression(resource_type: str, error: dict[str, Any]) -> str:
     return path
 
 
-def _null_path(node: Any, path: str) -> str | None:
-    """The first property whose value is ``null`` (FHIR JSON §2.6.2: never allowed; only array
-    items may be null, to align primitive values with their ``_element`` extensions)."""
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _json_problem(node: Any, path: str) -> tuple[str, str] | None:
+    """``(path, what is wrong)`` of the first value JSON-level FHIR rules refuse, before the models:
+
+    * a property whose value is ``null`` (FHIR JSON §2.6.2: only array items may be null, to align
+      primitive values with their ``_element`` extensions);
+    * a string, or a property name, with a control character other than tab, CR and LF (FHIR
+      ``string``: ``[ \\r\\n\\t\\S]+``; PostgreSQL cannot store NUL at all).
+    """
     if isinstance(node, dict):
         for key, value in node.items():
+            if isinstance(key, str) and _CONTROL_RE.search(key):
+                return path, "a property name has a control character"
             if value is None:
-                return f"{path}.{key}"
-            found = _null_path(value, f"{path}.{key}")
+                return f"{path}.{key}", "null is not a value (leave the element out)"
+            found = _json_problem(value, f"{path}.{key}")
             if found:
                 return found
     elif isinstance(node, list):
         for index, item in enumerate(node):
-            found = _null_path(item, f"{path}[{index}]")
+            found = _json_problem(item, f"{path}[{index}]")
             if found:
                 return found
+    elif isinstance(node, str) and _CONTROL_RE.search(node):
+        return path, "control characters other than tab, CR and LF are not allowed"
     return None
 
 
@@ -61,9 +73,10 @@ def validate_resource(resource_type: str, content: dict[str, Any]) -> None:
     """Raise ``InvalidResource`` (400) unless ``content`` is a valid R4B ``resource_type``."""
     from pydantic import ValidationError
 
-    null = _null_path(content, resource_type)
-    if null:
-        raise InvalidResource(f"Invalid {null}: null is not a value (leave the element out)", expression=null)
+    problem = _json_problem(content, resource_type)
+    if problem:
+        path, message = problem
+        raise InvalidResource(f"Invalid {path}: {message}", expression=path)
     try:
         _model(resource_type).model_validate(content)
     except ValidationError as exc:

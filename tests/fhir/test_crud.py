@@ -330,3 +330,17 @@ def test_read_and_search_serve_the_stored_json_unchanged(full_api, alice, accept
         ("match", f"{BASE}/Observation/{created['id']}"), ("include", f"{BASE}/{alice.profile}")]
     assert bundle["entry"][0]["resource"] == stored
     assert bundle["entry"][1]["resource"] == Resource.objects.get(resource_id=alice.profile_id).content
+
+
+@pytest.mark.parametrize(("family", "valid"), [("Lee\x00", False), ("Lee\x1b[31m", False), ("L\x7fee", True),
+                                              ("Lee\tJr\r\n", True), ("Zoë", True)])
+def test_control_characters_in_strings_are_400(full_api, family, valid):
+    """FHIR ``string``: no control characters but tab, CR and LF (and PostgreSQL cannot store NUL)."""
+    response = full_api.post("/Patient", {"resourceType": "Patient", "name": [{"family": family}]})
+    if valid:
+        assert response.status_code == 201, response.content
+        assert response.json()["name"][0]["family"] == family
+    else:
+        assert_outcome(response, 400, "invalid", expression="Patient.name[0].family")
+    bad_key = full_api.post("/Patient", {"resourceType": "Patient", "gen\x00der": "other"})
+    assert_outcome(bad_key, 400, "invalid", expression="Patient")
