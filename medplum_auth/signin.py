@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -14,7 +15,9 @@ THROTTLED = "Too many failed sign-in attempts. Try again later."
 
 
 def _throttle_key(email: str, remote_addr: str | None) -> str:
-    return f"medplum_auth:signin-failures:{email.lower()}:{remote_addr or '-'}"
+    """A cache key safe for every backend (memcached refuses long keys and control characters)."""
+    digest = hashlib.sha256(f"{email.lower()}\n{remote_addr or '-'}".encode()).hexdigest()
+    return f"medplum_auth:signin-failures:{digest}"
 
 
 def is_throttled(email: str, remote_addr: str | None) -> bool:
@@ -27,7 +30,8 @@ def authenticate_email(email: str, password: str, remote_addr: str | None = None
     if is_throttled(email, remote_addr):
         return None, THROTTLED
     User = get_user_model()
-    users = list(User._default_manager.filter(email__iexact=email)[:2]) if email else []
+    # No stored email holds NUL (PostgreSQL text cannot): such an email is simply unknown.
+    users = list(User._default_manager.filter(email__iexact=email)[:2]) if email and "\x00" not in email else []
     user = users[0] if len(users) == 1 else None
     if user is None:
         User().set_password(password or "")  # same hashing cost as a real check (Django's ModelBackend does this)

@@ -18,7 +18,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
 from .. import authorization, logins, policies
-from ..models import ClientApplication, Login, ProjectMembership
+from ..lookups import client_by_client_id
+from ..models import Login, ProjectMembership
 from ..scopes import is_supported, split
 from ..signin import authenticate_email
 from .userinfo import bearer_context
@@ -72,8 +73,7 @@ class LoginView(View):
             return outcome("Missing email", expression="email")
         if not isinstance(password, str) or not password:
             return outcome("Missing password", expression="password")
-        client = ClientApplication.objects.select_related("project").filter(
-            client_id=str(data.get("clientId") or "")).first()
+        client = client_by_client_id.get(str(data.get("clientId") or ""))
         if client is None or not client.is_active:
             return outcome("Invalid clientId" if data.get("clientId") else "Missing clientId", expression="clientId")
         if data.get("projectId") and str(data["projectId"]) != str(client.project_id):
@@ -226,9 +226,8 @@ class LaunchView(View):
         data = _json_body(request)
         if data is None:
             return outcome("Request body must be a JSON object (Content-Type: application/json).")
-        client = ClientApplication.objects.select_related("project").filter(
-            client_id=str(data.get("clientId") or ""), project=context.login.project_id).first()
-        if client is None:
+        client = client_by_client_id.get(str(data.get("clientId") or ""))
+        if client is None or client.project_id != context.login.project_id:
             return outcome("Invalid clientId" if data.get("clientId") else "Missing clientId", expression="clientId")
         patient, encounter = _reference(data.get("patient")), _reference(data.get("encounter"))
         if not patient:
