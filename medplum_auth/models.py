@@ -173,6 +173,9 @@ class ProjectMembership(models.Model):
             isinstance(k, str) and isinstance(v, str) for k, v in self.access_parameters.items()
         ):
             raise ValidationError({"access_parameters": _("Parameters must map names to strings.")})
+        if any(ord(char) < 32 for item in self.access_parameters.items() for text in item for char in text):
+            # They end up in search criteria, and PostgreSQL cannot store NUL.
+            raise ValidationError({"access_parameters": _("Parameters must not contain control characters.")})
 
 
 def _same_loopback_uri(uri: str, registered: str) -> bool:

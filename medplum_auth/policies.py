@@ -64,6 +64,8 @@ def _validate_criteria(index: int, resource_type: str, criteria: Any) -> str:
             raise _error(index, "criteria must not use _has (Medplum constraint axp-3).", "invalid_criteria")
         if not eq or not value or not PARAM_NAME_RE.match(name):
             raise _error(index, f"criteria parameter {pair!r} must be 'name=value'.", "invalid_criteria")
+    if any(ord(char) < 32 for char in criteria):  # never in a search; PostgreSQL cannot store NUL
+        raise _error(index, "criteria must not contain control characters.", "invalid_criteria")
     return criteria
 
 

@@ -185,6 +185,15 @@ def test_membership_parameters_must_map_names_to_strings(project, parameters):
     assert exc.value.message_dict == {"access_parameters": ["Parameters must map names to strings."]}
 
 
+@pytest.mark.parametrize("parameters", [{"org": "Organization/1\x00"}, {"o\x00rg": "Organization/1"},
+                                        {"org": "Organization/1\n"}])
+def test_membership_parameters_have_no_control_characters(project, parameters):
+    membership = MembershipFactory.build(project=project, user=UserFactory(), access_parameters=parameters)
+    with pytest.raises(ValidationError) as exc:
+        membership.clean()
+    assert exc.value.message_dict == {"access_parameters": ["Parameters must not contain control characters."]}
+
+
 @pytest.mark.parametrize("jwks", [{}, [], {"keys": {}}, {"keys": "x"}, "keys", {"key": []}])
 def test_client_jwks_must_be_a_key_set(project, jwks):
     client = ClientApplicationFactory.build(project=project, jwks=jwks)
