@@ -336,8 +336,11 @@ class Repository:
             if not decision.permitted:
                 continue
             where = self._where(connection, rev.source, decision, [Condition(rev.param, "index", references)])
+            # One more than there is room for, beyond what may be skipped as seen: enough to tell
+            # whether any were left out.
             room = MAX_REVINCLUDES - len(found)
-            for row, _ in _select(connection, rev.source, where, order=BY_ID, limit=(room + 1, 0), timestamps=False):
+            for row, _ in _select(connection, rev.source, where, order=BY_ID, limit=(room + 1 + len(seen), 0),
+                                  timestamps=False):
                 if (row.resource_type, row.resource_id) in seen:
                     continue
                 if len(found) == MAX_REVINCLUDES:

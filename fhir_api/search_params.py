@@ -15,7 +15,7 @@ Index values by parameter type:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -177,14 +177,10 @@ _DATE_RE = re.compile(
 _LATEST = datetime.max.replace(tzinfo=UTC)
 
 
-def _end_after(start: datetime, **step: int) -> datetime:
-    """``start`` + one unit of its precision; the end of time for the last one (year 9999)."""
+def _end(compute: Callable[[], datetime]) -> datetime:
+    """The end of a range that starts in the last unit of time (year 9999): the end of time."""
     try:
-        if "years" in step:
-            return start.replace(year=start.year + 1)
-        if "months" in step:
-            return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-        return start + timedelta(**step)
+        return compute()
     except (ValueError, OverflowError):
         return _LATEST
 
@@ -202,15 +198,15 @@ def date_range(value: str) -> tuple[datetime, datetime] | None:
         year = int(parts["year"])
         if parts["month"] is None:
             start = datetime(year, 1, 1, tzinfo=UTC)
-            return start, _end_after(start, years=1)
+            return start, _end(lambda: start.replace(year=start.year + 1))
         month = int(parts["month"])
         if parts["day"] is None:
             start = datetime(year, month, 1, tzinfo=UTC)
-            return start, _end_after(start, months=1)
+            return start, _end(lambda: start.replace(year=start.year + month // 12, month=month % 12 + 1))
         day = date(year, month, int(parts["day"]))
         if parts["hour"] is None:
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return start, _end_after(start, days=1)
+            return start, _end(lambda: start + timedelta(days=1))
         tz = UTC
         if parts["tz"] and parts["tz"] != "Z":
             sign = 1 if parts["tz"][0] == "+" else -1
@@ -220,7 +216,8 @@ def date_range(value: str) -> tuple[datetime, datetime] | None:
         local = datetime(day.year, day.month, day.day, int(parts["hour"]), int(parts["minute"]),
                          int(second or 0), tzinfo=tz)
         start = local.astimezone(UTC)
-        return start, _end_after(start, seconds=1) if second is not None else _end_after(start, minutes=1)
+        step = timedelta(seconds=1) if second is not None else timedelta(minutes=1)
+        return start, _end(lambda: start + step)
     except (ValueError, OverflowError):  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
         return None
 
