@@ -12,7 +12,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from medplum_auth.access import compile_policy, login_inputs
+from medplum_auth.access import login_inputs
 from medplum_auth.contrib.rest_framework.exceptions import Forbidden
 
 from .query import SearchError, parse_condition
@@ -50,14 +50,16 @@ def patient_display(content: dict[str, Any]) -> str:
     return ""
 
 
-def search_patients(membership: Any, query: str = "", patient_id: str | None = None) -> list[dict[str, str]]:
-    """Patients of the member's project that their access policy lets them read and search.
+def search_patients(membership: Any, query: str = "", patient_id: str | None = None,
+                    client: Any = None) -> list[dict[str, str]]:
+    """Patients of the member's project that their access policy (and that of ``client``, the app
+    they are signing in to) lets them read and search.
 
     ``query`` is matched word by word against the names (each word a name prefix); ``patient_id``
     looks up one patient instead. At most :data:`MAX_RESULTS`, most recently updated first.
     """
-    rules, parameters, patient = login_inputs(membership=membership)
-    repository = Repository(membership.project_id, compile_policy(rules, parameters, None, patient))
+    policy = login_inputs(membership=membership, client=client).compile()
+    repository = Repository(membership.project_id, policy)
     try:
         if patient_id is not None:
             conditions = [parse_condition("Patient", "_id", patient_id)]

@@ -1,4 +1,4 @@
-"""The effective access policy of a token: policy rules ∩ SMART scopes ∩ patient context.
+"""The effective access policy of a token: member policy ∩ client policy ∩ SMART scopes ∩ patient context.
 
 Pure code (no models, no requests), shared by the FHIR API's enforcement and the Project
 Admin preview, so that what the preview says is what the API does.
@@ -13,16 +13,22 @@ Admin preview, so that what the preview says is what the API does.
   ``patient/`` scope confines instances to the token's patient compartment. With no SMART
   resource scope at all the policy applies alone (Medplum's behaviour); ``patient/`` scopes
   without a patient context grant nothing.
+* A user's login through a client with its own access policy is subject to **both** policies
+  (:func:`compile_policy`'s ``client_rules``): a request is allowed only if both allow it, the
+  filters of both sides apply together (each side's alternatives kept as alternatives), and the
+  hidden and read-only fields of both sides apply. Medplum applies only the member's policy;
+  ``MEDPLUM_AUTH["CLIENT_POLICY_RESTRICTS_USERS"] = False`` restores that.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from django.core.exceptions import ValidationError
 
+from .conf import auth_settings
 from .policies import INTERACTIONS, substitute_parameters, validate_rules
 from .scopes import ResourceScope, parse_resource_scope
 
@@ -52,6 +58,15 @@ class Grant:
 
 
 @dataclass(frozen=True)
+class FieldRule:
+    """The hidden and read-only fields a policy rule declares for a type (or ``*``)."""
+
+    resource_type: str
+    hidden_fields: tuple[str, ...] = ()
+    readonly_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Decision:
     outcome: str  # "allowed" | "filtered" | "forbidden"
     filters: tuple[Criteria, ...] = ()  # OR of AND-ed criteria when outcome == "filtered"
@@ -64,12 +79,22 @@ class Decision:
 
 @dataclass(frozen=True)
 class EffectivePolicy:
-    """Immutable: one compiled policy is shared by every request with the same inputs."""
+    """Immutable: one compiled policy is shared by every request with the same inputs.
+
+    ``field_rules`` holds, per policy the login is subject to (the member's, the client's), its
+    rules' hidden and read-only fields in rule order. They come from the policies as written, not
+    from ``grants``: a scope or the other side's policy that narrows a rule's interactions away
+    must not also take its hidden fields away. ``None`` derives them from ``grants``.
+    """
 
     grants: tuple[Grant, ...] = ()
+    field_rules: tuple[tuple[FieldRule, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grants", tuple(self.grants))
+        if self.field_rules is None:
+            object.__setattr__(self, "field_rules", (tuple(
+                FieldRule(g.resource_type, g.hidden_fields, g.readonly_fields) for g in self.grants),))
 
     def decide(self, resource_type: str, interaction: str) -> Decision:
         covering = [g for g in self.grants if g.covers(resource_type, interaction)]
@@ -80,17 +105,19 @@ class EffectivePolicy:
         return Decision("filtered", filters=tuple(dict.fromkeys(g.criteria for g in covering)))
 
     def hidden_fields(self, resource_type: str) -> tuple[str, ...]:
-        """Medplum: the hidden fields of the first rule that matches the type."""
-        for grant in self.grants:
-            if grant.resource_type in ("*", resource_type):
-                return grant.hidden_fields
-        return ()
+        """Medplum: the hidden fields of the first rule that matches the type; of each policy."""
+        return self._fields(resource_type, "hidden_fields")
 
     def readonly_fields(self, resource_type: str) -> tuple[str, ...]:
-        for grant in self.grants:
-            if grant.resource_type in ("*", resource_type):
-                return grant.readonly_fields
-        return ()
+        return self._fields(resource_type, "readonly_fields")
+
+    def _fields(self, resource_type: str, kind: str) -> tuple[str, ...]:
+        fields: tuple[str, ...] = ()
+        for rules in self.field_rules or ():
+            first = next((rule for rule in rules if rule.resource_type in ("*", resource_type)), None)
+            if first is not None:
+                fields += getattr(first, kind)
+        return tuple(dict.fromkeys(fields))
 
     def describe(self) -> list[str]:
         """Plain words, one line per grant: 'May read and search Observation where subject = Patient/1'."""
@@ -142,28 +169,31 @@ def compile_policy(
     parameters: dict[str, str],
     scopes: list[str] | None = None,
     patient: str | None = None,
+    client_rules: list[dict[str, Any]] | None = None,
 ) -> EffectivePolicy:
     """The effective policy for a login.
 
     ``rules`` are a validated policy's rules (``None`` = no policy = full access, Medplum's
     legacy default); ``parameters`` fill ``%patient``/``%profile``; ``scopes`` are the token's
-    scopes; ``patient`` is the patient context (``Patient/<id>``) for ``patient/`` scopes.
+    scopes; ``patient`` is the patient context (``Patient/<id>``) for ``patient/`` scopes;
+    ``client_rules`` are the policy of the client a user signed in through (``None`` = no
+    restriction), filled with the same parameters: the login gets only what both allow.
 
     Compiled policies are kept in memory keyed by these inputs themselves (the rules by their
     ``repr``, exact for JSON values), never by a policy's id: an edited policy is a new key, so
     nothing can be served from a stale compilation.
     """
-    key = (repr(rules), tuple(sorted(parameters.items())), tuple(scopes or ()), patient)
+    key = (repr(rules), tuple(sorted(parameters.items())), tuple(scopes or ()), patient, repr(client_rules))
     policy = _compiled_policies.get(key)
     if policy is None:
         if len(_compiled_policies) >= COMPILED_POLICIES_MAX:
             _compiled_policies.clear()
-        policy = _compiled_policies[key] = _compile_policy(rules, parameters, scopes, patient)
+        policy = _compiled_policies[key] = _compile_policy(rules, parameters, scopes, patient, client_rules)
     return policy
 
 
-def _compile_policy(rules: list[dict[str, Any]] | None, parameters: dict[str, str], scopes: list[str] | None,
-                    patient: str | None) -> EffectivePolicy:
+def _policy_grants(rules: list[dict[str, Any]] | None, parameters: dict[str, str]) -> list[Grant] | None:
+    """The grants of one policy as written; ``None`` when the policy is invalid (it grants nothing)."""
     if rules is None:
         base = [{"resourceType": "*", "interaction": list(INTERACTIONS)}]
     else:
@@ -172,22 +202,57 @@ def _compile_policy(rules: list[dict[str, Any]] | None, parameters: dict[str, st
             # validation must never grant more than it says; an invalid one grants nothing.
             base = substitute_parameters(validate_rules(rules), parameters)
         except ValidationError:
-            return EffectivePolicy([])
-    policy_grants = [
+            return None
+    return [
         Grant(_grant_type(r), frozenset(r["interaction"]), _criteria(r.get("criteria")),
               tuple(r.get("hiddenFields", ())), tuple(r.get("readonlyFields", ())))
         for r in base
     ]
+
+
+def _field_rules(grants: list[Grant]) -> tuple[FieldRule, ...]:
+    return tuple(FieldRule(g.resource_type, g.hidden_fields, g.readonly_fields) for g in grants)
+
+
+def _compile_policy(rules: list[dict[str, Any]] | None, parameters: dict[str, str], scopes: list[str] | None,
+                    patient: str | None, client_rules: list[dict[str, Any]] | None = None) -> EffectivePolicy:
+    policy_grants = _policy_grants(rules, parameters)
+    if policy_grants is None:
+        return EffectivePolicy([])
+    field_rules = [_field_rules(policy_grants)]
+    if client_rules is not None:
+        client_grants = _policy_grants(client_rules, parameters)
+        if client_grants is None:
+            return EffectivePolicy([])
+        field_rules.append(_field_rules(client_grants))
+        policy_grants = [both for grant in policy_grants for restriction in client_grants
+                         if (both := _meet(grant, restriction)) is not None]
     smart = [s for s in (parse_resource_scope(scope) for scope in scopes or []) if s is not None]
     if not smart:
-        return EffectivePolicy(policy_grants)
+        return EffectivePolicy(policy_grants, tuple(field_rules))
     grants: list[Grant] = []
     for scope in smart:
         for grant in policy_grants:
             narrowed = _intersect(grant, scope, patient)
             if narrowed is not None:
                 grants.append(narrowed)
-    return EffectivePolicy(grants)
+    return EffectivePolicy(grants, tuple(field_rules))
+
+
+def _meet(grant: Grant, restriction: Grant) -> Grant | None:
+    """What both grants allow: the narrower type, the common interactions, both criteria."""
+    if grant.resource_type == "*":
+        resource_type = restriction.resource_type
+    elif restriction.resource_type in ("*", grant.resource_type):
+        resource_type = grant.resource_type
+    else:
+        return None
+    interactions = grant.interactions & restriction.interactions
+    if not interactions:
+        return None
+    return Grant(resource_type, interactions, tuple(dict.fromkeys(grant.criteria + restriction.criteria)),
+                 tuple(dict.fromkeys(grant.hidden_fields + restriction.hidden_fields)),
+                 tuple(dict.fromkeys(grant.readonly_fields + restriction.readonly_fields)))
 
 
 def _intersect(grant: Grant, scope: ResourceScope, patient: str | None) -> Grant | None:
@@ -261,21 +326,95 @@ def explain(policy: EffectivePolicy, line: str) -> Decision:
     return Decision("filtered", filters=decision.filters, reason=why)
 
 
-def login_inputs(*, membership: Any = None, client: Any = None) -> tuple[list[dict[str, Any]] | None,
-                                                                          dict[str, str], str | None]:
-    """``(rules, parameters, patient context)`` of a login, for :func:`compile_policy`.
+@dataclass(frozen=True)
+class LoginInputs:
+    """What a login's effective policy is compiled from (see :func:`login_inputs`)."""
 
-    The one place that decides them, for the FHIR API and the Project Admin preview alike:
+    rules: list[dict[str, Any]] | None
+    parameters: dict[str, str]
+    patient: str | None
+    client_rules: list[dict[str, Any]] | None = None
+
+    def document(self) -> list[dict[str, Any]]:
+        """The login's policy as Medplum ``AccessPolicy.resource`` rules (``/auth/me``), parameters
+        filled in: the member's rules as written, or with a client policy, the rules both allow."""
+        if self.client_rules is None:
+            if self.rules is None:
+                return [{"resourceType": "*"}]
+            return substitute_parameters(self.rules, self.parameters)
+        return [_rule_document(grant) for grant in compile_policy(
+            self.rules, self.parameters, None, None, self.client_rules).grants]
+
+    def unreachable_scopes(self, scopes: list[str]) -> list[str]:
+        """The SMART resource scopes the client's policy allows nothing of (no type, no interaction
+        in common), which a consent page must not offer as if the app could use them."""
+        if self.client_rules is None:
+            return []
+        client_grants = _policy_grants(self.client_rules, self.parameters) or []
+        unreachable = []
+        for scope in scopes:
+            parsed = parse_resource_scope(scope)
+            if parsed is None:
+                continue
+            allowed = frozenset().union(*(PERMISSION_INTERACTIONS[p] for p in parsed.permissions))
+            if not any(grant.interactions & allowed
+                       and (grant.resource_type == "*" or parsed.resource_type in ("*", grant.resource_type))
+                       for grant in client_grants):
+                unreachable.append(scope)
+        return unreachable
+
+    def compile(self, scopes: list[str] | None = None, patient: str | None = None) -> EffectivePolicy:
+        """The effective policy with ``scopes``; ``patient`` (a launch patient) replaces the own one."""
+        return compile_policy(self.rules, self.parameters, scopes, patient or self.patient, self.client_rules)
+
+
+def _rule_document(grant: Grant) -> dict[str, Any]:
+    rule: dict[str, Any] = {"resourceType": grant.resource_type}
+    if grant.criteria:
+        rule["criteria"] = f"{grant.resource_type}?{urlencode(grant.criteria, safe='/%')}"
+    rule["interaction"] = [i for i in INTERACTIONS if i in grant.interactions]
+    if grant.hidden_fields:
+        rule["hiddenFields"] = list(grant.hidden_fields)
+    if grant.readonly_fields:
+        rule["readonlyFields"] = list(grant.readonly_fields)
+    return rule
+
+
+def client_restricts_users() -> bool:
+    """Whether a client's policy also restricts the users who sign in through it (our default)."""
+    return bool(auth_settings.CLIENT_POLICY_RESTRICTS_USERS)
+
+
+def client_policy_rule() -> str:
+    """One sentence on when a client's access policy applies, for every page that sets one."""
+    if client_restricts_users():
+        return ("The client's access policy restricts the app for every user who signs in through it "
+                "(a request must be allowed by both the user's own access policy and this one, within the "
+                "granted scopes) and for the client itself (client_credentials). Without one, users keep "
+                "their own access and the client acting for itself has full access.")
+    return ("The client's access policy applies only when the client acts for itself (client_credentials); "
+            "users who sign in through it keep their own access (CLIENT_POLICY_RESTRICTS_USERS is off).")
+
+
+def login_inputs(*, membership: Any = None, client: Any = None) -> LoginInputs:
+    """The inputs of a login's effective policy, for :func:`compile_policy`.
+
+    The one place that decides them, for the FHIR API, ``/auth/me``, the patient picker and the
+    Project Admin preview alike:
 
     * a member: the membership's policy (``None`` = full access) and parameters (``%profile``,
       ``%patient`` defaulting to the profile); a Patient member's own profile is the patient context;
+      signing in through ``client``, the client's policy (if any) restricts the login too, with the
+      member's parameters (unless ``CLIENT_POLICY_RESTRICTS_USERS`` is off);
     * a client acting for itself (client_credentials): the client's policy, with ``%profile`` and
       ``%patient`` both the client (Medplum's default); no patient context.
     """
     if membership is not None:
         policy = membership.access_policy
         patient = membership.profile if membership.profile_type == "Patient" else None
-        return (policy.resources if policy else None), membership.policy_parameters(), patient
+        client_policy = client.access_policy if client is not None and client_restricts_users() else None
+        return LoginInputs(policy.resources if policy else None, membership.policy_parameters(), patient,
+                           client_policy.resources if client_policy else None)
     reference = client.reference
     policy = client.access_policy
-    return (policy.resources if policy else None), {"profile": reference, "patient": reference}, None
+    return LoginInputs(policy.resources if policy else None, {"profile": reference, "patient": reference}, None)

@@ -22,6 +22,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from . import launch as launch_utils
 from . import lookups, tokens
 from . import scopes as scope_utils
+from .access import login_inputs
 from .conf import auth_settings
 from .models import ClientApplication, Consent, ProjectMembership
 from .queries import one_or_none
@@ -262,13 +263,31 @@ def _advance(request: HttpRequest, rid: str | None, pending: dict[str, Any],
 
     granted = pending.get("granted")
     if granted is None:
-        if needs_consent(request.user, client, pending["scopes"], prompt):
+        offered = grantable(pending["scopes"], unreachable_scopes(client, membership, pending["scopes"]))
+        if needs_consent(request.user, client, offered, prompt):
             if "none" in prompt:
                 end()
                 return error_redirect(redirect_uri, "consent_required", "The user must approve the request.", state)
             return page("medplum_auth:consent")
-        granted = pending["scopes"]
+        granted = offered
     return complete(request, rid, pending, membership, granted, client)
+
+
+def unreachable_scopes(client: ClientApplication, membership: ProjectMembership, scopes: list[str]) -> list[str]:
+    """The requested resource scopes the client's access policy allows nothing of for this member."""
+    return login_inputs(membership=membership, client=client).unreachable_scopes(scopes)
+
+
+def grantable(scopes: list[str], unreachable: list[str]) -> list[str]:
+    """``scopes`` without the ``unreachable`` ones, so the token never lists what the app cannot use.
+
+    Unless none of the SMART resource scopes would be left: a token without any is governed by the
+    policies alone (``medplum_auth.access``), which would grant more than the scopes asked for.
+    """
+    kept = [s for s in scopes if s not in unreachable]
+    if unreachable and not any(scope_utils.parse_resource_scope(s) for s in kept):
+        return scopes
+    return kept
 
 
 def needs_consent(user: Any, client: ClientApplication, requested: list[str], prompt: set[str]) -> bool:
@@ -345,6 +364,8 @@ def _auth_time(request: HttpRequest) -> Any:
     return datetime.fromtimestamp(request.session.get(AUTH_TIME_KEY) or time.time(), tz=UTC)
 
 
-def scope_rows(requested: list[str]) -> list[dict[str, Any]]:
-    """Consent page rows: plain-words description; ``openid`` cannot be deselected."""
-    return [{"scope": s, "description": scope_utils.describe(s), "required": s == "openid"} for s in requested]
+def scope_rows(requested: list[str], unreachable: list[str] | tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Consent page rows: plain-words description; ``openid`` cannot be deselected; a scope the
+    client's access policy allows nothing of is shown as not available, without a checkbox."""
+    return [{"scope": s, "description": scope_utils.describe(s), "required": s == "openid",
+             "available": s not in unreachable} for s in requested]

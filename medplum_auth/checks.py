@@ -45,6 +45,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         ))
     if int(auth_settings.RSA_KEY_SIZE) < 2048:
         errors.append(checks.Error("RSA_KEY_SIZE must be at least 2048.", id="medplum_auth.E005"))
+    if not auth_settings.CLIENT_POLICY_RESTRICTS_USERS:
+        errors.append(checks.Warning(
+            "CLIENT_POLICY_RESTRICTS_USERS is off: a client's access policy does not restrict the users who "
+            "sign in through it (Medplum's behaviour), so an app an admin restricted can still reach "
+            "everything its users may.",
+            hint="Remove the setting unless an app relies on Medplum's looser behaviour; then silence "
+                 "medplum_auth.W005 in SILENCED_SYSTEM_CHECKS.", id="medplum_auth.W005",
+        ))
     return errors
 
 

@@ -47,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
     # Dotted path of the patient search behind the standalone-launch patient picker; ``None``
     # uses the one an installed app registers (fhir_api does), else a plain Patient id field.
     "PATIENT_SEARCH": None,
+    # A client's access policy also restricts every user who signs in through it (member policy ∩
+    # client policy). ``False`` is Medplum's looser behaviour: the client's policy applies only
+    # to client_credentials (a system check warns).
+    "CLIENT_POLICY_RESTRICTS_USERS": True,
     # Failed sign-ins per email and client address before sign-in is refused for the window.
     "SIGNIN_MAX_FAILURES": 10,
     # Seconds the failure count is kept.

@@ -22,6 +22,7 @@ from django.forms.fields import InvalidJSONInput
 from django.utils.translation import gettext_lazy as _
 
 from . import policies, services
+from .access import client_policy_rule
 from .models import AccessPolicy, ClientApplication, Project, ProjectMembership
 
 URI_LIST_HELP = _("One per line. https only (http only for localhost and 127.0.0.1); matched exactly, "
@@ -73,6 +74,8 @@ class ServiceModelForm(forms.ModelForm):
         field = self.fields.get("access_policy")
         if field is None:
             return
+        if isinstance(self.instance, ClientApplication):
+            field.help_text = client_policy_rule()
         queryset: QuerySet[AccessPolicy] = AccessPolicy.objects.select_related("project")
         if project is not None:
             field.queryset = queryset.filter(project=project)

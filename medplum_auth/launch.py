@@ -25,7 +25,8 @@ from .queries import one_or_none
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
 
-#: ``search(membership, query="", patient_id=None) -> list[{"id": str, "display": str}]``
+#: ``search(membership, query="", patient_id=None, client=None) -> list[{"id": str, "display": str}]``
+#: (``client``: the app being signed in to, whose access policy restricts the member too)
 PatientSearch = Callable[..., list[dict[str, str]]]
 
 _registered: PatientSearch | None = None
@@ -104,10 +105,10 @@ def patient_search() -> PatientSearch | None:
     return _registered
 
 
-def check_patient(membership: Any, value: Any) -> str | None:
+def check_patient(membership: Any, value: Any, client: Any = None) -> str | None:
     """``Patient/<id>`` for a submitted choice the member may pick, else ``None``.
 
-    With a search, the patient must be one it finds for ``membership``; without one any
+    With a search, the patient must be one it finds for ``membership`` through ``client``; without one any
     well-formed id is taken (the FHIR API still applies the member's access policy).
     """
     reference = normalise_reference(value, "Patient")
@@ -116,7 +117,7 @@ def check_patient(membership: Any, value: Any) -> str | None:
     search = patient_search()
     if search is None:
         return reference
-    found = search(membership, patient_id=reference_id(reference))
+    found = search(membership, patient_id=reference_id(reference), client=client)
     return reference if any(str(row.get("id")) == reference_id(reference) for row in found) else None
 
 

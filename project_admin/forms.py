@@ -126,6 +126,9 @@ class PreviewForm(forms.Form):
     """Whose effective policy to show: a member, a client or a policy on its own; scopes; requests."""
 
     subject = forms.ChoiceField(label=_("Member, client or policy"))
+    through = forms.ChoiceField(
+        label=_("Signing in through client"), required=False,
+        help_text=_("For a member or a policy: the app they sign in to. Its access policy restricts them too."))
     scopes = forms.CharField(
         label=_("Scopes"), required=False, max_length=2000,
         help_text=_("Optional, space separated, e.g. patient/Observation.rs openid. "
@@ -155,6 +158,14 @@ class PreviewForm(forms.Form):
             (_("Clients"), [(f"client:{c.pk}", f"{c.name} ({c.access_policy or _('no policy')})") for c in clients]),
             (_("Policies"), [(f"policy:{p.pk}", str(p)) for p in policies]),
         ]
+        self.fields["through"].choices = [("", _("None (the member's policy alone)"))] + [
+            (str(c.pk), f"{c.name} ({c.access_policy or _('no client policy')})") for c in clients]
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("through") and str(data.get("subject", "")).startswith("client:"):
+            self.add_error("through", _("A client acting for itself does not sign in through another client."))
+        return data
 
     def _reference(self, name: str) -> str:
         value = (self.cleaned_data.get(name) or "").strip()
@@ -175,6 +186,11 @@ class PreviewForm(forms.Form):
             return AccessPolicy.objects.get(pk=pk, project=self.project)
         model = ProjectMembership if kind == "member" else ClientApplication
         return model.objects.select_related("access_policy").get(pk=pk, project=self.project)
+
+    def through_object(self) -> ClientApplication | None:
+        pk = self.cleaned_data.get("through")
+        return ClientApplication.objects.select_related("access_policy").get(pk=pk, project=self.project) \
+            if pk else None
 
     def request_lines(self) -> list[str]:
         return [line.strip() for line in (self.cleaned_data.get("requests") or "").splitlines() if line.strip()]

@@ -161,3 +161,152 @@ def test_compiled_policies_are_shared_only_between_equal_inputs():
         "forbidden"
     with pytest.raises(AttributeError):
         first.grants = ()  # shared between requests: immutable
+
+
+# --- member policy ∩ client policy ---------------------------------------------------------------
+
+CLIENT_POLICY = validate_rules([
+    {"resourceType": "Observation", "criteria": "Observation?category=laboratory", "interaction": ["read", "search"],
+     "hiddenFields": ["interpretation"], "readonlyFields": ["status"]},
+    {"resourceType": "Patient", "interaction": ["read"]},
+])
+
+
+@pytest.mark.parametrize(("rules", "client_rules", "resource_type", "interaction", "outcome", "filters"), [
+    # A request must be allowed by both sides.
+    (None, CLIENT_POLICY, "Observation", "search", "filtered", ((("category", "laboratory"),),)),
+    (None, CLIENT_POLICY, "Observation", "create", "forbidden", ()),
+    (None, CLIENT_POLICY, "Condition", "read", "forbidden", ()),
+    (None, CLIENT_POLICY, "Patient", "read", "allowed", ()),
+    (None, CLIENT_POLICY, "Patient", "search", "forbidden", ()),
+    (PATIENT_POLICY, CLIENT_POLICY, "Patient", "read", "filtered", ((("_id", "p1"),),)),
+    (PATIENT_POLICY, CLIENT_POLICY, "Patient", "search", "forbidden", ()),
+    (PATIENT_POLICY, CLIENT_POLICY, "Questionnaire", "read", "forbidden", ()),
+    # Filters of both sides AND together.
+    (PATIENT_POLICY, CLIENT_POLICY, "Observation", "search", "filtered",
+     ((("subject", PATIENT), ("category", "laboratory")),)),
+    # No client policy: no extra restriction (the same as no client at all).
+    (PATIENT_POLICY, None, "Questionnaire", "search", "allowed", ()),
+    (None, None, "Condition", "delete", "allowed", ()),
+    # A wildcard rule on either side meets the other side's type.
+    (validate_rules([{"resourceType": "*", "interaction": ["read"]}]), CLIENT_POLICY, "Patient", "read", "allowed", ()),
+    (validate_rules([{"resourceType": "Observation"}]), validate_rules([{"resourceType": "*"}]), "Observation",
+     "update", "allowed", ()),
+    (validate_rules([{"resourceType": "Observation"}]), validate_rules([{"resourceType": "*"}]), "Condition",
+     "read", "forbidden", ()),
+    # An empty client policy allows nothing.
+    (None, [], "Patient", "read", "forbidden", ()),
+])
+def test_member_and_client_policy_both_decide(rules, client_rules, resource_type, interaction, outcome, filters):
+    decision = compile_policy(rules, PARAMS, None, None, client_rules).decide(resource_type, interaction)
+    assert (decision.outcome, decision.filters) == (outcome, filters)
+
+
+def test_each_sides_alternatives_are_kept_as_alternatives():
+    member = validate_rules([
+        {"resourceType": "Observation", "criteria": "Observation?category=laboratory"},
+        {"resourceType": "Observation", "criteria": "Observation?category=vital-signs"},
+    ])
+    client = validate_rules([
+        {"resourceType": "Observation", "criteria": "Observation?subject=Patient/a"},
+        {"resourceType": "Observation", "criteria": "Observation?subject=Patient/b"},
+    ])
+    filters = compile_policy(member, PARAMS, None, None, client).decide("Observation", "search").filters
+    # (lab or vital) and (a or b), as an OR of ANDs.
+    assert filters == (
+        (("category", "laboratory"), ("subject", "Patient/a")),
+        (("category", "laboratory"), ("subject", "Patient/b")),
+        (("category", "vital-signs"), ("subject", "Patient/a")),
+        (("category", "vital-signs"), ("subject", "Patient/b")),
+    )
+
+
+def test_client_policy_is_filled_with_the_members_parameters():
+    client = validate_rules([{"resourceType": "Observation", "criteria": "Observation?performer=%profile"}])
+    params = {"patient": PATIENT, "profile": "Practitioner/d1"}
+    decision = compile_policy(None, params, None, None, client).decide("Observation", "search")
+    assert decision.filters == ((("performer", "Practitioner/d1"),),)
+
+
+def test_hidden_and_readonly_fields_are_the_union_of_both_sides():
+    policy = compile_policy(PATIENT_POLICY, PARAMS, None, None, CLIENT_POLICY)
+    assert policy.hidden_fields("Observation") == ("note", "interpretation")
+    assert policy.readonly_fields("Observation") == ("status",)
+    assert policy.hidden_fields("Patient") == ()
+
+
+def test_hidden_fields_survive_a_rule_narrowed_away():
+    """A rule whose interactions the scopes (or the other side) take away still hides its fields
+    for the rules that remain: narrowing access must never uncover data."""
+    rules = validate_rules([
+        {"resourceType": "Patient", "interaction": ["read"], "hiddenFields": ["birthDate"]},
+        {"resourceType": "Patient", "interaction": ["search"]},
+    ])
+    by_scope = compile_policy(rules, PARAMS, ["user/Patient.s"])
+    assert by_scope.decide("Patient", "search").outcome == "allowed"
+    assert by_scope.hidden_fields("Patient") == ("birthDate",)
+    by_client = compile_policy(rules, PARAMS, None, None, validate_rules([{"resourceType": "Patient",
+                                                                             "interaction": ["search"]}]))
+    assert by_client.decide("Patient", "read").outcome == "forbidden"
+    assert by_client.hidden_fields("Patient") == ("birthDate",)
+
+
+def test_scopes_narrow_the_combined_policy():
+    policy = compile_policy(None, PARAMS, ["patient/Observation.rs"], PATIENT, CLIENT_POLICY)
+    assert policy.decide("Observation", "search").filters == (
+        (("category", "laboratory"), (COMPARTMENT_PARAM, PATIENT)),)
+    assert policy.decide("Patient", "read").outcome == "forbidden"
+
+
+def test_an_invalid_client_policy_grants_nothing():
+    policy = compile_policy(None, PARAMS, None, None, [{"resourceType": "Observation", "interaction": ["write"]}])
+    assert policy.grants == ()
+
+
+def test_compiled_policies_are_keyed_by_the_client_rules_too():
+    alone = compile_policy(PATIENT_POLICY, PARAMS)
+    combined = compile_policy(PATIENT_POLICY, PARAMS, None, None, CLIENT_POLICY)
+    assert combined is not alone
+    assert alone.decide("Questionnaire", "read").outcome == "allowed"
+    assert combined.decide("Questionnaire", "read").outcome == "forbidden"
+
+
+def test_login_inputs_of_a_member_through_a_client(settings):
+    from types import SimpleNamespace
+
+    from medplum_auth.access import login_inputs
+
+    def member(policy):
+        return SimpleNamespace(access_policy=policy, profile=PATIENT, profile_type="Patient",
+                               policy_parameters=lambda: dict(PARAMS))
+
+    client = SimpleNamespace(access_policy=SimpleNamespace(resources=CLIENT_POLICY), reference="ClientApplication/c")
+    inputs = login_inputs(membership=member(SimpleNamespace(resources=PATIENT_POLICY)), client=client)
+    assert (inputs.rules, inputs.client_rules, inputs.patient) == (PATIENT_POLICY, CLIENT_POLICY, PATIENT)
+    assert inputs.unreachable_scopes(["openid", "patient/Observation.rs", "patient/Condition.rs", "patient/*.r",
+                                      "user/Patient.c", "user/Patient.cr"]) == \
+        ["patient/Condition.rs", "user/Patient.c"]
+    assert login_inputs(membership=member(None), client=SimpleNamespace(access_policy=None)).client_rules is None
+    settings.MEDPLUM_AUTH = {"CLIENT_POLICY_RESTRICTS_USERS": False}
+    assert login_inputs(membership=member(None), client=client).client_rules is None
+    # A client acting for itself: its own policy, with itself as %profile and %patient.
+    own = login_inputs(client=client)
+    assert (own.rules, own.client_rules, own.parameters["patient"]) == (CLIENT_POLICY, None, "ClientApplication/c")
+
+
+def test_policy_document_of_the_combined_rules():
+    from medplum_auth.access import LoginInputs
+
+    document = LoginInputs(PATIENT_POLICY, PARAMS, PATIENT, CLIENT_POLICY).document()
+    assert document == [
+        {"resourceType": "Patient", "criteria": "Patient?_id=p1", "interaction": ["read"]},
+        {"resourceType": "Observation", "criteria": "Observation?subject=Patient/p1&category=laboratory",
+         "interaction": ["read", "search"], "hiddenFields": ["note", "interpretation"], "readonlyFields": ["status"]},
+    ]
+    # Each rule of the document means what it says: compiled alone it decides as the two sides do.
+    again = compile_policy(document, PARAMS)
+    both = compile_policy(PATIENT_POLICY, PARAMS, None, None, CLIENT_POLICY)
+    for resource_type in ("Patient", "Observation", "Condition", "Questionnaire"):
+        for interaction in ("read", "search", "update"):
+            assert again.decide(resource_type, interaction) == both.decide(resource_type, interaction)
+    assert LoginInputs(None, PARAMS, None).document() == [{"resourceType": "*"}]

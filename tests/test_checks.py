@@ -181,3 +181,12 @@ def test_check_deploy_command_quiet_about_us_when_configured():
     output = stdout.getvalue() + stderr.getvalue()
     assert "System check identified" in output
     assert "medplum_auth." not in output
+
+
+def test_medplums_looser_client_policy_behaviour_is_warned_about():
+    with override_settings(MEDPLUM_AUTH={"CLIENT_POLICY_RESTRICTS_USERS": False}):
+        messages = check_settings()
+    assert ids(messages) == ["medplum_auth.W005"]
+    assert "does not restrict the users" in messages[0].msg
+    with override_settings(MEDPLUM_AUTH={"CLIENT_POLICY_RESTRICTS_USERS": True}):
+        assert check_settings() == []

@@ -17,7 +17,8 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import authorization, logins, policies
+from .. import authorization, logins
+from ..access import login_inputs
 from ..lookups import client_by_client_id
 from ..models import Login, ProjectMembership
 from ..scopes import is_supported, split
@@ -184,18 +185,16 @@ class MeView(View):
                 "admin": membership.admin,
             }
             body["profile"] = profile_resource(membership)
-            body["accessPolicy"] = effective_policy(membership)
+            body["accessPolicy"] = effective_policy(membership, login.client)
         response = JsonResponse(body)
         response["Cache-Control"] = "no-store"
         return response
 
 
-def effective_policy(membership: ProjectMembership) -> dict[str, Any]:
-    """The membership's policy with its parameters substituted; no policy means full access."""
-    policy = membership.access_policy
-    rules = policies.substitute_parameters(policy.resources, membership.policy_parameters()) if policy \
-        else [{"resourceType": "*"}]
-    return {"resourceType": "AccessPolicy", "resource": rules}
+def effective_policy(membership: ProjectMembership, client: Any = None) -> dict[str, Any]:
+    """The login's policy with its parameters substituted (no policy means full access); through a
+    client with a policy of its own, the rules both policies allow (``medplum_auth.access``)."""
+    return {"resourceType": "AccessPolicy", "resource": login_inputs(membership=membership, client=client).document()}
 
 
 @method_decorator(csrf_exempt, name="dispatch")

@@ -92,8 +92,14 @@ class ConsentView(_PendingMixin, View):
     def get(self, request: HttpRequest) -> HttpResponse:
         if not request.user.is_authenticated:
             return HttpResponseRedirect(_resume_url(self.rid))
-        rows = authorization.scope_rows(self.pending["scopes"])
+        rows = authorization.scope_rows(self.pending["scopes"], self._unreachable(request))
         return render(request, self.template_name, self.context(rows=rows))
+
+    def _unreachable(self, request: HttpRequest) -> list[str]:
+        membership = authorization.chosen_membership(request.user, self.client, self.pending)
+        if membership is None:
+            return []
+        return authorization.unreachable_scopes(self.client, membership, self.pending["scopes"])
 
     def post(self, request: HttpRequest) -> HttpResponse:
         if not request.user.is_authenticated:
@@ -104,7 +110,9 @@ class ConsentView(_PendingMixin, View):
             return authorization.error_redirect(self.pending["redirect_uri"], "access_denied",
                                                 "The user denied the request.", params.get("state"))
         chosen = set(request.POST.getlist("scope"))
-        granted = [s for s in self.pending["scopes"] if s in chosen or s == "openid"]
+        unreachable = self._unreachable(request)
+        granted = authorization.grantable(
+            [s for s in self.pending["scopes"] if s in chosen or s == "openid" or s in unreachable], unreachable)
         authorization.record_consent(request.user, self.client, granted)
         self.pending["granted"] = granted
         authorization.save(request, self.rid, self.pending)
@@ -135,7 +143,7 @@ class PatientView(_PendingMixin, View):
     def _page(self, membership: object, status: int = 200, **extra: object) -> HttpResponse:
         search = launch_utils.patient_search()
         query = self.request.GET.get("q", "").strip()[:200]
-        results = search(membership, query=query)[:PICKER_RESULTS] if search is not None else []
+        results = search(membership, query=query, client=self.client)[:PICKER_RESULTS] if search is not None else []
         return render(self.request, self.template_name,
                       self.context(searchable=search is not None, query=query, results=results, **extra),
                       status=status)
@@ -151,7 +159,7 @@ class PatientView(_PendingMixin, View):
         if membership is None:
             return HttpResponseRedirect(_resume_url(self.rid))
         value = request.POST.get("patient", "")
-        reference = launch_utils.check_patient(membership, value)
+        reference = launch_utils.check_patient(membership, value, self.client)
         if reference is None:
             return self._page(membership, status=400, value=value, error="Choose a patient you can access.")
         self.pending["patient"] = reference

@@ -18,6 +18,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from medplum_auth import launch as launch_utils
 from medplum_auth import onetime, services
+from medplum_auth.access import client_policy_rule
 from medplum_auth.conf import auth_settings
 from medplum_auth.forms import add_service_error
 from medplum_auth.models import ClientApplication, ProjectMembership
@@ -113,7 +114,7 @@ class ClientDetailView(ClientView):
 
     def page(self, client: ClientApplication, form: ClientEditForm, status: int = 200) -> HttpResponse:
         response = self.render(self.template, status=status, client=client, authorize=authorize_example(client),
-                               launch_patients=self.launch_patients(client),
+                               launch_patients=self.launch_patients(client), client_policy_rule=client_policy_rule(),
                                **_split_fields(form, ClientEditForm.ADVANCED_FIELDS))
         if client.launch_uri:  # "Launch app" posts here and is redirected to the app
             parts = urlsplit(client.launch_uri)
@@ -127,7 +128,7 @@ class ClientDetailView(ClientView):
             return []
         membership = ProjectMembership.objects.filter(user=self.request.user, project=self.project,
                                                       active=True).first()
-        return search(membership) if membership is not None else []
+        return search(membership, client=client) if membership is not None else []
 
     def get(self, request: HttpRequest, pk: int) -> HttpResponse:
         client = self.client(pk)

@@ -106,16 +106,19 @@ class PreviewView(ProjectAdminView):
     section = "policies"
 
     def get(self, request: HttpRequest) -> HttpResponse:
-        form = PreviewForm(request.GET or None, project=self.project)
+        if set(request.GET) == {"through"}:  # "Preview a member through this client" on a client's page
+            form = PreviewForm(project=self.project, initial={"through": request.GET["through"]})
+        else:
+            form = PreviewForm(request.GET or None, project=self.project)
         result = None
         if form.is_bound and form.is_valid():
             try:
-                subject = form.subject_object()
+                subject, through = form.subject_object(), form.through_object()
             except ObjectDoesNotExist:
                 form.add_error("subject", _("This member, client or policy no longer exists."))
             else:
                 data = form.cleaned_data
                 result = preview.build(subject, scopes=data["scopes"], patient=data["patient"],
-                                       profile=data["profile"], requests=form.request_lines())
+                                       profile=data["profile"], requests=form.request_lines(), through=through)
         return self.render("project_admin/policies/preview.html", form=form, preview=result,
                            status=400 if form.is_bound and form.errors else 200)

@@ -449,7 +449,12 @@ def test_picker_without_a_search_asks_for_an_id(client, app, doctor, monkeypatch
     assert body["patient"] == "p-42"
 
 
-def custom_search(membership: Any, query: str = "", patient_id: str | None = None) -> list[dict[str, str]]:
+SEARCHED_FOR: list[Any] = []
+
+
+def custom_search(membership: Any, query: str = "", patient_id: str | None = None,
+                  client: Any = None) -> list[dict[str, str]]:
+    SEARCHED_FOR.append(client)
     rows = [{"id": "ext-1", "display": "External One"}, {"id": "ext-2", "display": "External Two"}]
     if patient_id is not None:
         return [r for r in rows if r["id"] == patient_id]
@@ -470,6 +475,8 @@ def test_patient_search_setting_overrides_the_registered_search(client, app, doc
         body = redeem(flow, flow.follow(client.post("/oauth2/patient", {"rid": rid(response),
                                                                         "patient": "Patient/ext-1"})))
         assert body["patient"] == "ext-1"
+    # Every search is told which app the member is signing in to (its policy restricts them too).
+    assert SEARCHED_FOR and {c.client_id for c in SEARCHED_FOR} == {app.client_id}
 
 
 def test_fhir_api_registers_its_patient_search():

@@ -231,3 +231,100 @@ def test_preview_validation(pa, project, admin_member):
 def test_request_lines_table_covers_parse_errors():
     with pytest.raises(ValueError):
         parse_request_line("FETCH something")
+
+
+# --- a member through a client ------------------------------------------------------------------
+
+@pytest.fixture
+def patient_only_client(project):
+    policy = AccessPolicyFactory(project=project, name="Patients only",
+                                 resources=[{"resourceType": "Patient", "interaction": ["read", "search"]}])
+    return ClientApplicationFactory(project=project, name="Chart app", access_policy=policy)
+
+
+def test_preview_of_a_member_through_a_client_is_what_the_api_enforces(pa, project, patient_only_client):
+    from medplum_auth.access import login_inputs
+
+    member = MembershipFactory(project=project, profile_type="Practitioner", profile_id="d1")
+    response = pa.get(url("preview", project), {
+        "subject": f"member:{member.pk}", "through": str(patient_only_client.pk),
+        "requests": "GET Observation\nGET Patient/1\nPUT Patient/1"})
+    assert response.status_code == 200, response.context["form"].errors
+    preview = response.context["preview"]
+    effective = login_inputs(membership=member, client=patient_only_client).compile()
+    assert preview.lines == effective.describe() == ["May read and search Patient"]
+    assert [a.decision for a in preview.answers] == [explain(effective, line) for line in
+                                                     ("GET Observation", "GET Patient/1", "PUT Patient/1")]
+    assert [a.decision.outcome for a in preview.answers] == ["forbidden", "allowed", "forbidden"]
+    # Which side forbade: the member has no policy, so the client's did.
+    assert [[(side, d.outcome) for side, d in a.sides] for a in preview.answers] == [
+        [("member's policy", "allowed"), ("client's policy", "forbidden")],
+        [("member's policy", "allowed"), ("client's policy", "allowed")],
+        [("member's policy", "allowed"), ("client's policy", "forbidden")],
+    ]
+    assert preview.answers[0].decided_by == ["client's policy"]
+    body = text(response)
+    assert "Forbidden by the client&#x27;s policy." in body
+    assert "restricts this login too" in body
+
+
+def test_preview_names_the_side_that_filters(pa, project, patient_policy, patient_only_client):
+    member = MembershipFactory(project=project, profile_type="Patient", profile_id="123",
+                               access_policy=patient_policy)
+    response = pa.get(url("preview", project), {"subject": f"member:{member.pk}",
+                                                 "through": str(patient_only_client.pk),
+                                                 "requests": "GET Patient/123\nGET Observation"})
+    answers = response.context["preview"].answers
+    assert [(a.decision.outcome, a.decided_by) for a in answers] == [
+        ("filtered", ["member's policy"]), ("forbidden", ["client's policy"])]
+
+
+def test_preview_through_a_client_without_policy_adds_nothing(pa, project):
+    member = MembershipFactory(project=project, profile_type="Practitioner")
+    app = ClientApplicationFactory(project=project, name="Open app")
+    response = pa.get(url("preview", project), {"subject": f"member:{member.pk}", "through": str(app.pk),
+                                                 "requests": "DELETE Observation/1"})
+    preview = response.context["preview"]
+    assert preview.sides == [] and preview.answers[0].decision.outcome == "allowed"
+    assert "no client policy, no extra restriction" in text(response)
+
+
+def test_preview_says_when_the_setting_keeps_medplums_behaviour(pa, project, patient_only_client, settings):
+    settings.MEDPLUM_AUTH = {"CLIENT_POLICY_RESTRICTS_USERS": False}
+    member = MembershipFactory(project=project, profile_type="Practitioner")
+    response = pa.get(url("preview", project), {"subject": f"member:{member.pk}",
+                                                 "through": str(patient_only_client.pk), "requests": "GET Observation"})
+    assert response.context["preview"].answers[0].decision.outcome == "allowed"
+    assert "CLIENT_POLICY_RESTRICTS_USERS</code> is off" in text(response)
+
+
+def test_preview_refuses_a_client_through_another_client(pa, project, patient_only_client):
+    response = pa.get(url("preview", project), {"subject": f"client:{patient_only_client.pk}",
+                                                 "through": str(patient_only_client.pk)})
+    assert response.status_code == 400
+    assert response.context["form"].errors["through"] == [
+        "A client acting for itself does not sign in through another client."]
+
+
+def test_preview_link_on_a_client_page_preselects_the_client(pa, project, patient_only_client):
+    page = pa.get(url("client", project, patient_only_client.pk))
+    body = text(page)
+    assert "restricts the app for every user who signs in through it" in body
+    link = f'{url("preview", project)}?through={patient_only_client.pk}'
+    assert link in body
+    preview = pa.get(link)
+    assert preview.status_code == 200
+    assert preview.context["form"]["through"].value() == str(patient_only_client.pk)
+    assert preview.context["preview"] is None
+
+
+def test_preview_through_a_client_names_the_scopes_when_they_decide(pa, project, patient_only_client):
+    member = MembershipFactory(project=project, profile_type="Practitioner")
+    response = pa.get(url("preview", project), {"subject": f"member:{member.pk}", "scopes": "user/Observation.rs",
+                                                 "through": str(patient_only_client.pk),
+                                                 "requests": "GET Patient\nGET Observation"})
+    answers = response.context["preview"].answers
+    assert [[side for side, _d in a.sides] for a in answers] == [["member's policy", "client's policy", "scopes"]] * 2
+    assert [(a.decision.outcome, a.decided_by) for a in answers] == [
+        ("forbidden", ["scopes"]), ("forbidden", ["client's policy"])]
+    assert "Forbidden by the scopes." in text(response)
