@@ -19,8 +19,17 @@ def _counter(email: str, remote_addr: str | None) -> throttle.Counter:
                             int(auth_settings.SIGNIN_MAX_FAILURES), int(auth_settings.SIGNIN_FAILURE_WINDOW))
 
 
+def retry_after(email: str, remote_addr: str | None) -> int | None:
+    """Seconds until sign-in for this email from this address is allowed again, or ``None``."""
+    return throttle.retry_after([_counter(email, remote_addr)])
+
+
 def is_throttled(email: str, remote_addr: str | None) -> bool:
-    return throttle.retry_after([_counter(email, remote_addr)]) is not None
+    return retry_after(email, remote_addr) is not None
+
+
+def record_failure(email: str, remote_addr: str | None) -> None:
+    throttle.record_failure([_counter(email, remote_addr)])
 
 
 def authenticate_email(email: str, password: str, remote_addr: str | None = None) -> tuple[Any | None, str | None]:
@@ -37,5 +46,5 @@ def authenticate_email(email: str, password: str, remote_addr: str | None = None
     elif user.check_password(password or "") and user.is_active:
         throttle.clear([_counter(email, remote_addr)])
         return user, None
-    throttle.record_failure([_counter(email, remote_addr)])
+    record_failure(email, remote_addr)
     return None, INVALID
