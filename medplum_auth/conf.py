@@ -55,6 +55,21 @@ DEFAULTS: dict[str, Any] = {
     "SIGNIN_MAX_FAILURES": 10,
     # Seconds the failure count is kept.
     "SIGNIN_FAILURE_WINDOW": 900,
+    # Failed client authentications and bad grants (invalid_client, invalid_grant) at /oauth2/token,
+    # /oauth2/introspect and /oauth2/revoke per client id and client address before a 429 ...
+    "TOKEN_CLIENT_MAX_FAILURES": 10,
+    # ... and per client address, whatever the client (higher: one address may serve many clients).
+    "TOKEN_IP_MAX_FAILURES": 100,
+    # Seconds of the fixed window those failures are counted in.
+    "TOKEN_FAILURE_WINDOW": 300,
+    # Seconds an emailed password reset link works (it also stops once a password is set).
+    "PASSWORD_RESET_LIFETIME": 3600,
+    # Password reset requests per email address within PASSWORD_RESET_WINDOW (known or not) ...
+    "PASSWORD_RESET_MAX_REQUESTS": 5,
+    # ... and per client address.
+    "PASSWORD_RESET_IP_MAX_REQUESTS": 20,
+    # Seconds of the fixed window those requests are counted in.
+    "PASSWORD_RESET_WINDOW": 3600,
     # Allow ``http://localhost`` and ``http://127.0.0.1`` redirect URIs (RFC 8252 §7.3).
     "ALLOW_LOOPBACK_HTTP_REDIRECTS": True,
     # Paths that ``medplum_auth.wsgi`` serves through the API middleware stack (no sessions, CSRF

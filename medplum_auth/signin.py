@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 
+from . import throttle
 from .conf import auth_settings
 
 INVALID = "Email or password is invalid"
 THROTTLED = "Too many failed sign-in attempts. Try again later."
 
 
-def _throttle_key(email: str, remote_addr: str | None) -> str:
-    """A cache key safe for every backend (memcached refuses long keys and control characters)."""
-    digest = hashlib.sha256(f"{email.lower()}\n{remote_addr or '-'}".encode()).hexdigest()
-    return f"medplum_auth:signin-failures:{digest}"
+def _counter(email: str, remote_addr: str | None) -> throttle.Counter:
+    """Per email and client address: a flood from one address cannot lock an account out everywhere."""
+    return throttle.Counter("signin-failures", (email.lower(), remote_addr or "-"),
+                            int(auth_settings.SIGNIN_MAX_FAILURES), int(auth_settings.SIGNIN_FAILURE_WINDOW))
+
+
+def retry_after(email: str, remote_addr: str | None) -> int | None:
+    """Seconds until sign-in for this email from this address is allowed again, or ``None``."""
+    return throttle.retry_after([_counter(email, remote_addr)])
 
 
 def is_throttled(email: str, remote_addr: str | None) -> bool:
-    return cache.get(_throttle_key(email, remote_addr), 0) >= int(auth_settings.SIGNIN_MAX_FAILURES)
+    return retry_after(email, remote_addr) is not None
+
+
+def record_failure(email: str, remote_addr: str | None) -> None:
+    throttle.record_failure([_counter(email, remote_addr)])
 
 
 def authenticate_email(email: str, password: str, remote_addr: str | None = None) -> tuple[Any | None, str | None]:
@@ -36,12 +44,7 @@ def authenticate_email(email: str, password: str, remote_addr: str | None = None
     if user is None:
         User().set_password(password or "")  # same hashing cost as a real check (Django's ModelBackend does this)
     elif user.check_password(password or "") and user.is_active:
-        cache.delete(_throttle_key(email, remote_addr))
+        throttle.clear([_counter(email, remote_addr)])
         return user, None
-    key = _throttle_key(email, remote_addr)
-    cache.add(key, 0, int(auth_settings.SIGNIN_FAILURE_WINDOW))
-    try:
-        cache.incr(key)
-    except ValueError:
-        cache.set(key, 1, int(auth_settings.SIGNIN_FAILURE_WINDOW))
+    record_failure(email, remote_addr)
     return None, INVALID

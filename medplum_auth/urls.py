@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .views import auth_api, discovery, oauth, session, signin, userinfo
+from .views import auth_api, discovery, oauth, password, session, signin, userinfo
 
 app_name = "medplum_auth"
 
@@ -13,6 +13,9 @@ urlpatterns = [
     path("oauth2/profile", signin.ProfileView.as_view(), name="profile"),
     path("oauth2/consent", signin.ConsentView.as_view(), name="consent"),
     path("oauth2/patient", signin.PatientView.as_view(), name="patient"),
+    path("oauth2/resetpassword", password.ForgotPasswordView.as_view(), name="reset-password"),
+    path("oauth2/setpassword/done", password.SetPasswordDoneView.as_view(), name="set-password-done"),
+    path("oauth2/setpassword/<uidb64>/<token>", password.SetPasswordView.as_view(), name="set-password"),
     path("oauth2/token", oauth.TokenView.as_view(), name="token"),
     path("oauth2/userinfo", userinfo.UserInfoView.as_view(), name="userinfo"),
     path("oauth2/logout", session.LogoutView.as_view(), name="logout"),
@@ -21,6 +24,9 @@ urlpatterns = [
     path("auth/login", auth_api.LoginView.as_view(), name="auth-login"),
     path("auth/profile", auth_api.ProfileView.as_view(), name="auth-profile"),
     path("auth/me", auth_api.MeView.as_view(), name="auth-me"),
+    path("auth/resetpassword", auth_api.ResetPasswordView.as_view(), name="auth-resetpassword"),
+    path("auth/setpassword", auth_api.SetPasswordView.as_view(), name="auth-setpassword"),
+    path("auth/changepassword", auth_api.ChangePasswordView.as_view(), name="auth-changepassword"),
     path("auth/launch", auth_api.LaunchView.as_view(), name="auth-launch"),
     path(".well-known/openid-configuration", discovery.openid_configuration, name="openid-configuration"),
     path(".well-known/oauth-authorization-server", discovery.openid_configuration,

@@ -9,6 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import login as django_login
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -17,12 +19,13 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import authorization, logins
+from .. import authorization, logins, passwords, signin, throttle
 from ..access import login_inputs
 from ..lookups import client_by_client_id
 from ..models import Login, ProjectMembership
 from ..scopes import is_supported, split
 from ..signin import authenticate_email
+from .password import JsonResponseThen
 from .userinfo import bearer_context
 
 PROFILE_SELECTION_SECONDS = 600
@@ -34,6 +37,17 @@ def outcome(text: str, status: int = 400, code: str = "invalid", expression: str
         issue["expression"] = [expression]
     response = JsonResponse({"resourceType": "OperationOutcome", "issue": [issue]}, status=status)
     response["Cache-Control"] = "no-store"
+    return response
+
+
+ALL_OK = {"resourceType": "OperationOutcome", "id": "allok",
+          "issue": [{"severity": "information", "code": "informational", "details": {"text": "All OK"}}]}
+
+
+def too_many(text: str, seconds: int) -> JsonResponse:
+    """429 OperationOutcome (issue type ``throttled``) with ``Retry-After``."""
+    response = outcome(text, status=429, code="throttled")
+    response["Retry-After"] = str(seconds)
     return response
 
 
@@ -245,3 +259,116 @@ class LaunchView(View):
 def _reference(value: Any) -> Any:
     """A reference string, an id, or a FHIR ``Reference`` object's ``reference``."""
     return value.get("reference") if isinstance(value, dict) else value
+
+
+def _strings(data: dict[str, Any], *names: str) -> JsonResponse | list[str]:
+    """The named non-empty string fields, or the 400 for the first one missing."""
+    values = []
+    for name in names:
+        value = data.get(name)
+        if not isinstance(value, str) or not value:
+            return outcome(f"Missing {name}", expression=name)
+        values.append(value)
+    return values
+
+
+def _password_problems(password: str, user: Any, field: str) -> JsonResponse | None:
+    """Django's ``AUTH_PASSWORD_VALIDATORS`` as a 400 OperationOutcome on ``field``."""
+    if "\x00" in password:
+        return outcome("Password must not contain NUL characters", expression=field)
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        return outcome(" ".join(exc.messages), expression=field)
+    return None
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class ResetPasswordView(View):
+    """``POST /auth/resetpassword`` ``{email, projectId?, recaptchaToken?}`` (Medplum): email a link.
+
+    Always 200 ``allOk`` for a well-formed email, known or not, with the lookup done before the
+    answer and the email sent after it (no difference in answer or timing). ``projectId`` and
+    ``recaptchaToken`` are accepted and ignored (users are not project-scoped here; no reCAPTCHA).
+    Requests are throttled per email and per client address (429 ``throttled``).
+    """
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        data = _json_body(request)
+        if data is None:
+            return outcome("Request body must be a JSON object (Content-Type: application/json).")
+        email = data.get("email")
+        if not isinstance(email, str) or "@" not in email or len(email) > 254 or "\x00" in email:
+            return outcome("Valid email address is required", expression="email")
+        counters = passwords.reset_counters(email, request.META.get("REMOTE_ADDR"))
+        wait = throttle.retry_after(counters)
+        if wait is not None:
+            return too_many("Too many password reset requests. Try again later.", wait)
+        throttle.record_failure(counters)
+        response = JsonResponseThen(ALL_OK, after=passwords.request_reset(email))
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+@method_decorator([csrf_exempt, sensitive_post_parameters()], name="dispatch")
+class SetPasswordView(View):
+    """``POST /auth/setpassword`` ``{id, secret, password}`` (Medplum): the emailed link's ``id`` and
+    ``secret`` and a new password. Revokes every login of the user. One 400 for an unknown,
+    expired or used link."""
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        data = _json_body(request)
+        if data is None:
+            return outcome("Request body must be a JSON object (Content-Type: application/json).")
+        values = _strings(data, "id", "secret", "password")
+        if isinstance(values, JsonResponse):
+            return values
+        link_id, secret, password = values
+        user = passwords.check_link(link_id, secret)
+        if user is None:
+            return outcome("Invalid, expired or already used link", expression="secret")
+        problems = _password_problems(password, user, "password")
+        if problems is not None:
+            return problems
+        passwords.set_password(user, password, reason="password_reset")
+        return JsonResponse(ALL_OK)
+
+
+@method_decorator([csrf_exempt, sensitive_post_parameters()], name="dispatch")
+class ChangePasswordView(View):
+    """``POST /auth/changepassword`` ``{oldPassword, newPassword}`` with the user's Bearer token
+    (Medplum). Every other login of the user is revoked; the calling one stays. A wrong
+    ``oldPassword`` counts as a failed sign-in (``SIGNIN_MAX_FAILURES``)."""
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        context = bearer_context(request)
+        if isinstance(context, HttpResponse):
+            return context
+        login = context.login
+        if not login.user_id:
+            return outcome("Forbidden: only a signed-in user can change a password", status=403, code="forbidden")
+        data = _json_body(request)
+        if data is None:
+            return outcome("Request body must be a JSON object (Content-Type: application/json).")
+        values = _strings(data, "oldPassword", "newPassword")
+        if isinstance(values, JsonResponse):
+            return values
+        old, new = values
+        user, address = login.user, request.META.get("REMOTE_ADDR")
+        wait = signin.retry_after(user.email, address)
+        if wait is not None:
+            return too_many(signin.THROTTLED, wait)
+        if not user.check_password(old):
+            signin.record_failure(user.email, address)
+            return outcome("Incorrect password", expression="oldPassword")
+        problems = _password_problems(new, user, "newPassword")
+        if problems is not None:
+            return problems
+        passwords.set_password(user, new, reason="password_change", keep_login=login)
+        return JsonResponse(ALL_OK)

@@ -11,7 +11,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import authorization
+from .. import authorization, clientauth, throttle
 from ..server import get_server
 from .decorators import auth_page
 
@@ -76,11 +76,36 @@ def _with_description(body: str, status: int) -> str:
     return body
 
 
+def _error_code(body: str) -> str | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get("error") if isinstance(data, dict) else None
+
+
 def oauth_error(error: str, description: str, status: int = 400) -> JsonResponse:
     response = JsonResponse({"error": error, "error_description": description}, status=status)
     response["Cache-Control"] = "no-store"
     response["Pragma"] = "no-cache"
     return response
+
+
+def too_many_failures(seconds: int) -> JsonResponse:
+    """429 (RFC 6585 §4) with ``Retry-After``; the body is an RFC 6749 error object.
+
+    ``temporarily_unavailable`` (RFC 6749 §4.1.2.1) is the one OAuth error code that means "try
+    again later"; ``invalid_client`` or ``invalid_grant`` would make clients drop credentials or
+    refresh tokens that may be fine.
+    """
+    response = oauth_error("temporarily_unavailable",
+                           f"Too many failed requests; retry after {seconds} seconds.", status=429)
+    response["Retry-After"] = str(seconds)
+    return response
+
+
+#: Failures the token endpoints throttle (RFC 6749 §5.2); other errors are the client's bugs, not guesses.
+COUNTED_ERRORS = frozenset({"invalid_client", "invalid_grant"})
 
 
 LOCKING_GRANTS = frozenset({"authorization_code", "refresh_token"})
@@ -102,6 +127,10 @@ class TokenView(View):
             return oauth_error("invalid_request", "The request body is not valid UTF-8.")
         if not request.POST.get("grant_type"):
             return oauth_error("invalid_request", "Missing grant_type.")
+        counters = clientauth.failure_counters(request)
+        wait = throttle.retry_after(counters)  # the one cache read of a successful request
+        if wait is not None:
+            return too_many_failures(wait)
         headers = {"Content-Type": FORM_CONTENT_TYPE}
         for meta, name in (("HTTP_AUTHORIZATION", "Authorization"), ("HTTP_ORIGIN", "Origin")):
             if meta in request.META:
@@ -112,6 +141,10 @@ class TokenView(View):
         with transaction.atomic() if locking else contextlib.nullcontext():
             out_headers, out_body, status = get_server().create_token_response(
                 request.build_absolute_uri(request.path), "POST", body, headers)
+        if status >= 400:
+            error = "invalid_client" if status == 401 else _error_code(out_body)
+            if error in COUNTED_ERRORS:
+                clientauth.record_failure(request, counters, error)
         response = HttpResponse(_with_description(out_body, status), status=status, content_type="application/json")
         for name, value in out_headers.items():
             if name.lower() not in {"content-type", "www-authenticate"}:

@@ -10,15 +10,14 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from .. import bearer, tokens
+from .. import bearer, clientauth, throttle, tokens
 from ..authorization import add_params, error_page
-from ..clientauth import authenticate_client
 from ..launch import context_fields as launch_context_fields
 from ..models import ClientApplication, Login
 from ..oauth2_validators import token_digest
 from ..services import revoke_login
 from .decorators import auth_page
-from .oauth import oauth_error
+from .oauth import oauth_error, too_many_failures
 from .userinfo import bearer_context
 
 
@@ -102,9 +101,17 @@ def _login_for_token(token: str) -> tuple[Login | None, dict[str, object] | None
 
 
 def _client_and_token(request: HttpRequest, allow_public: bool) -> tuple[ClientApplication, str] | HttpResponse:
-    """The authenticated caller and the ``token`` parameter, or the error response (RFC 7662/7009)."""
-    client, _used_basic = authenticate_client(request, allow_public=allow_public)
+    """The authenticated caller and the ``token`` parameter, or the error response (RFC 7662/7009).
+
+    Failed client authentication is throttled as at the token endpoint (one cache read otherwise).
+    """
+    counters = clientauth.failure_counters(request)
+    wait = throttle.retry_after(counters)
+    if wait is not None:
+        return too_many_failures(wait)
+    client, _used_basic = clientauth.authenticate_client(request, allow_public=allow_public)
     if client is None:
+        clientauth.record_failure(request, counters, "invalid_client")
         response = oauth_error("invalid_client", "Client authentication failed.", status=401)
         response["WWW-Authenticate"] = 'Basic realm="oauth2"'
         return response
