@@ -239,6 +239,7 @@ def test_an_invitation_token_is_not_a_reset_secret(client, patient):
 @pytest.mark.parametrize("change", [
     {"secret": "abc-def"}, {"secret": "zzzzzz-" + "0" * 32}, {"secret": "-"}, {"secret": "\x00"},
     {"id": "OTk5OTk5OTk"}, {"id": "!!!"}, {"id": "\x00"}, {"id": "A" * 500}, {"id": "ZmFrZQ"}, {"id": "LTE"},
+    {"id": "MTAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMA"},  # 10**30: beyond bigint
 ])
 def test_bad_links_are_one_400(client, patient, change):
     _url, link_id, secret = reset_link()
