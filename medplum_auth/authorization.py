@@ -19,8 +19,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 
+from . import audit, lookups, tokens
 from . import launch as launch_utils
-from . import lookups, tokens
 from . import scopes as scope_utils
 from .access import login_inputs
 from .conf import auth_settings
@@ -59,6 +59,18 @@ def error_redirect(redirect_uri: str, error: str, description: str, state: str |
     params = {"error": error, "error_description": description, "state": state or None,
               "iss": auth_settings.ISSUER}
     return HttpResponseRedirect(add_params(redirect_uri, params))
+
+
+def record_denied(request: HttpRequest, client: ClientApplication | None, reason: str, *,
+                  membership: ProjectMembership | None = None, scopes: list[str] | None = None) -> None:
+    """An authorization request of the signed-in user that ends without a code (RFC 6749 §4.1.2.1)."""
+    user = request.user if request.user.is_authenticated else None
+    audit.record(audit.EventType.AUTHORIZATION_DENIED, request=request,
+                 project=client.project_id if client is not None else None, user=user, membership=membership,
+                 client=client, subject=client.reference if client is not None else "",
+                 subject_display=client.name if client is not None else "", outcome=audit.Outcome.MINOR_FAILURE,
+                 reason=reason, detail={"scopes": scopes} if scopes else None,
+                 message=f"authorization denied reason={reason}")
 
 
 def start(request: HttpRequest, params: dict[str, str]) -> HttpResponse:
@@ -236,6 +248,7 @@ def _advance(request: HttpRequest, rid: str | None, pending: dict[str, Any],
     memberships = memberships_for(request.user, client)
     if not memberships:
         end()
+        record_denied(request, client, "no_profile", scopes=pending["scopes"])
         return error_redirect(redirect_uri, "access_denied", "The user has no active profile in this project.",
                               state)
     membership = next((m for m in memberships if str(m.pk) == pending.get("membership")), None)
@@ -244,6 +257,7 @@ def _advance(request: HttpRequest, rid: str | None, pending: dict[str, Any],
             membership = memberships[0]
         elif "none" in prompt:
             end()
+            record_denied(request, client, "account_selection_required", scopes=pending["scopes"])
             return error_redirect(redirect_uri, "account_selection_required", "The user must choose a profile.",
                                   state)
         else:
@@ -253,11 +267,13 @@ def _advance(request: HttpRequest, rid: str | None, pending: dict[str, Any],
         launch = launch_utils.usable_launch(params["launch"], client)
         if launch is None or not launch_utils.launch_allowed(launch, request.user, membership):
             end()
+            record_denied(request, client, "invalid_launch", membership=membership, scopes=pending["scopes"])
             return error_redirect(redirect_uri, "invalid_request", "Invalid launch", state)
     elif launch_utils.wants_patient_picker(pending["scopes"], membership) and \
             pending.get("patient_for") != str(membership.pk):
         if "none" in prompt:
             end()
+            record_denied(request, client, "interaction_required", membership=membership, scopes=pending["scopes"])
             return error_redirect(redirect_uri, "interaction_required", "The user must choose a patient.", state)
         return page("medplum_auth:patient")
 
@@ -267,6 +283,7 @@ def _advance(request: HttpRequest, rid: str | None, pending: dict[str, Any],
         if needs_consent(request.user, client, offered, prompt):
             if "none" in prompt:
                 end()
+                record_denied(request, client, "consent_required", membership=membership, scopes=pending["scopes"])
                 return error_redirect(redirect_uri, "consent_required", "The user must approve the request.", state)
             return page("medplum_auth:consent")
         granted = offered
@@ -332,6 +349,7 @@ def complete(request: HttpRequest, rid: str | None, pending: dict[str, Any], mem
     except errors.FatalClientError as exc:
         return error_page(request, "Invalid request", _fatal_message(exc))
     except errors.OAuth2Error as exc:
+        record_denied(request, client or client_for(pending), exc.error, membership=membership, scopes=granted)
         return error_redirect(pending["redirect_uri"], exc.error, exc.description, pending["params"].get("state"))
     location = add_params(headers["Location"], {"iss": auth_settings.ISSUER})
     return HttpResponseRedirect(location)

@@ -78,6 +78,13 @@ DEFAULTS: dict[str, Any] = {
                   "/.well-known/", "/fhir/"),
     # Middleware of that stack; ``None`` = the site's MIDDLEWARE without the browser-session ones.
     "API_MIDDLEWARE": None,
+    # Request header set by your reverse proxy with the client's address (e.g. "X-Forwarded-For");
+    # ``None`` records REMOTE_ADDR. Only the right-most address (the one your proxy added) is used.
+    "TRUSTED_PROXY_HEADER": None,
+    # Days security events are kept; ``medplum_prune_audit`` deletes older ones (``None``: forever).
+    "AUDIT_RETENTION_DAYS": 365,
+    # Write a security event for every token issue and refresh (one INSERT on the token path).
+    "AUDIT_TOKEN_EVENTS": True,
     # Public discovery documents ``medplum_auth.wsgi`` answers from memory for 30 s once produced.
     "API_CACHED_DOCUMENTS": ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
                              "/.well-known/smart-configuration", "/fhir/R4/.well-known/smart-configuration"),

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from . import audit
 from .conf import auth_settings
 from .models import ClientApplication, Login, ProjectMembership
 
@@ -54,7 +55,17 @@ def create_login(
         issued = code or secrets.token_urlsafe(32)
         _set_code(login, issued)
     login.save()
+    if issued is not None:
+        _granted(login, client)
     return login, issued
+
+
+def _granted(login: Login, client: ClientApplication) -> None:
+    """RFC 6749 §4.1.2: the user authorized ``client`` for these scopes (a code now stands for them)."""
+    audit.record_for_login(audit.EventType.AUTHORIZATION_GRANTED, login, client=client,
+                           detail={"scopes": login.scope.split(),
+                                   "launch_patient": login.launch_patient or None},
+                           message=f"authorization granted login={login.pk} client={client.client_id}")
 
 
 def _set_code(login: Login, code: str) -> None:
@@ -68,6 +79,7 @@ def issue_code(login: Login, membership: ProjectMembership) -> str:
     login.membership = membership
     _set_code(login, code)
     login.save(update_fields=["membership", "code_digest", "code_expires_at"])
+    _granted(login, login.client)
     return code
 
 

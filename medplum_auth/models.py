@@ -490,3 +490,110 @@ class UsedClientAssertion(models.Model):
 
     def __str__(self) -> str:
         return self.jti_digest
+
+
+class SecurityEventType(models.TextChoices):
+    """The codes of :class:`SecurityEvent` (``subtype`` of the FHIR AuditEvent).
+
+    Write events only through :func:`medplum_auth.audit.record`. The MFA and password-reset codes
+    are defined for the flows that will call it; nothing in this app emits them yet.
+    """
+
+    SIGNIN_SUCCEEDED = "signin.succeeded", _("Sign-in succeeded")
+    SIGNIN_FAILED = "signin.failed", _("Sign-in failed")
+    MFA_ENROLLED = "mfa.enrolled", _("Second factor enrolled")
+    MFA_VERIFIED = "mfa.verified", _("Second factor verified")
+    MFA_FAILED = "mfa.failed", _("Second factor failed")
+    MFA_DISABLED = "mfa.disabled", _("Second factor disabled")
+    PASSWORD_RESET_REQUESTED = "password_reset.requested", _("Password reset requested")
+    PASSWORD_RESET_COMPLETED = "password_reset.completed", _("Password reset completed")
+    AUTHORIZATION_GRANTED = "authorization.granted", _("Authorization granted")
+    AUTHORIZATION_DENIED = "authorization.denied", _("Authorization denied")
+    TOKEN_ISSUED = "token.issued", _("Tokens issued")
+    TOKEN_REFRESHED = "token.refreshed", _("Tokens refreshed")
+    TOKEN_REVOKED = "token.revoked", _("Tokens revoked")
+    REFRESH_TOKEN_REUSE = "token.refresh_reuse", _("Refresh token reuse detected (family revoked)")
+    PROJECT_CREATED = "project.created", _("Project created")
+    PROJECT_UPDATED = "project.updated", _("Project updated")
+    CLIENT_CREATED = "client.created", _("Client created")
+    CLIENT_UPDATED = "client.updated", _("Client updated")
+    CLIENT_SECRET_ROTATED = "client.secret_rotated", _("Client secret rotated")
+    CLIENT_SECRET_RETIRED = "client.secret_retired", _("Client retiring secret removed")
+    CLIENT_DELETED = "client.deleted", _("Client deleted")
+    ACCESS_POLICY_CREATED = "access_policy.created", _("Access policy created")
+    ACCESS_POLICY_UPDATED = "access_policy.updated", _("Access policy updated")
+    DEFAULT_POLICY_CHANGED = "access_policy.default_changed", _("Default access policy changed")
+    MEMBERSHIP_INVITED = "membership.invited", _("Member invited")
+    MEMBERSHIP_CHANGED = "membership.changed", _("Membership changed")
+    MEMBERSHIP_REMOVED = "membership.removed", _("Member removed")
+    SIGNING_KEY_ROTATED = "signing_key.rotated", _("Signing key rotated")
+    SIGNING_KEY_RETIRED = "signing_key.retired", _("Signing key retired")
+    LAUNCH_CREATED = "launch.created", _("EHR launch created")
+
+
+class SecurityEvent(models.Model):
+    """One security event: who did what, as whom, from where, with what outcome. Append-only.
+
+    Rows are written by :func:`medplum_auth.audit.record` and never updated; only
+    ``medplum_prune_audit`` deletes them (after ``AUDIT_RETENTION_DAYS``). Nothing here refers to
+    other rows by foreign-key constraint except loosely to the project, so the trail outlives the
+    users, clients and memberships it names. No secret, token or password is ever stored.
+    """
+
+    class Outcome(models.IntegerChoices):
+        """FHIR R4 ``AuditEvent.outcome`` (http://hl7.org/fhir/audit-event-outcome)."""
+
+        SUCCESS = 0, _("Success")
+        MINOR_FAILURE = 4, _("Minor failure")
+        SERIOUS_FAILURE = 8, _("Serious failure")
+        MAJOR_FAILURE = 12, _("Major failure")
+
+    id = models.BigAutoField(primary_key=True)
+    recorded = models.DateTimeField(_("recorded"))
+    event_type = models.CharField(_("event"), max_length=48, choices=SecurityEventType.choices)
+    outcome = models.PositiveSmallIntegerField(_("outcome"), choices=Outcome.choices, default=Outcome.SUCCESS)
+    reason = models.CharField(_("reason"), max_length=64, blank=True,
+                              help_text=_("Reason code; uniform for failed sign-ins (no account-existence leak)."))
+    operator_reason = models.CharField(
+        _("operator reason"), max_length=64, blank=True,
+        help_text=_("Precise cause (e.g. unknown email); shown only in the Django admin, never to project admins."))
+    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, null=True, blank=True,
+                                related_name="+", verbose_name=_("project"))
+    actor_user = models.CharField(_("user id"), max_length=64, blank=True)
+    actor_membership = models.CharField(_("membership id"), max_length=64, blank=True)
+    actor_profile = models.CharField(_("profile"), max_length=128, blank=True, help_text=_("e.g. Practitioner/<id>"))
+    actor_client = models.CharField(_("client id"), max_length=255, blank=True)
+    actor_display = models.CharField(_("actor"), max_length=255, blank=True)
+    subject = models.CharField(_("subject"), max_length=255, blank=True, help_text=_("e.g. Login/<id>"))
+    subject_display = models.CharField(_("subject display"), max_length=255, blank=True)
+    remote_addr = models.GenericIPAddressField(_("remote address"), null=True, blank=True)
+    user_agent = models.CharField(_("user agent"), max_length=255, blank=True)
+    request_id = models.CharField(_("request id"), max_length=64, blank=True)
+    detail = models.JSONField(_("detail"), default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-recorded", "-id"]
+        verbose_name = _("security event")
+        indexes = [
+            models.Index(fields=["project", "recorded", "id"], name="medplum_event_project"),
+            models.Index(fields=["project", "event_type", "recorded"], name="medplum_event_type"),
+            models.Index(fields=["project", "subject"], name="medplum_event_subject"),
+            models.Index(fields=["project", "actor_user"], name="medplum_event_user"),
+            models.Index(fields=["recorded"], name="medplum_event_recorded"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} at {self.recorded:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("Security events are append-only: they cannot be changed.")
+        super().save(*args, **kwargs)
+
+    @property
+    def reference(self) -> str:
+        return f"AuditEvent/{self.pk}"
+
+    @property
+    def is_success(self) -> bool:
+        return self.outcome == self.Outcome.SUCCESS

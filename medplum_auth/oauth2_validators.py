@@ -23,7 +23,7 @@ from django.utils import timezone
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauthlib.oauth2.rfc6749 import errors
 
-from . import assertions, logins, lookups, tokens
+from . import assertions, audit, logins, lookups, tokens
 from . import scopes as scope_utils
 from .conf import auth_settings
 from .launch import context_fields as launch_context_fields
@@ -352,8 +352,15 @@ class MedplumOAuth2Validator(OAuth2Validator):
             if "patient" in context:
                 token["need_patient_banner"] = True
             token["smart_style_url"] = f"{auth_settings.fhir_base_url}/.well-known/smart-styles.json"
-        log.info("tokens issued login=%s client=%s grant=%s", login.pk, client.client_id,
-                 getattr(request, "grant_type", None))
+        grant = getattr(request, "grant_type", None)
+        if audit.token_events_enabled():
+            audit.record_for_login(
+                audit.EventType.TOKEN_REFRESHED if grant == "refresh_token" else audit.EventType.TOKEN_ISSUED,
+                login, client=client,
+                detail={"grant": grant, "scopes": scopes, "refresh_token": "refresh_token" in token},
+                message=f"tokens issued login={login.pk} client={client.client_id} grant={grant}")
+        else:
+            log.info("tokens issued login=%s client=%s grant=%s", login.pk, client.client_id, grant)
 
     # --- refresh tokens --------------------------------------------------------------------
 
@@ -370,6 +377,9 @@ class MedplumOAuth2Validator(OAuth2Validator):
             replayed = Login.objects.filter(previous_refresh_digest=digest).first()
             if replayed is not None:
                 revoke_login(replayed, reason="refresh_token_reuse")
+                audit.record_for_login(audit.EventType.REFRESH_TOKEN_REUSE, replayed,
+                                       outcome=audit.Outcome.SERIOUS_FAILURE, reason="refresh_token_reuse",
+                                       message=f"refresh token reuse login={replayed.pk}: family revoked")
                 return refuse("Token revoked")
             return refuse("Invalid refresh token")
         if login.client_id != client.pk:

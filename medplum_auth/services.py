@@ -21,7 +21,8 @@ from django.core.validators import validate_email
 from django.db import models, transaction
 from django.utils import timezone
 
-from . import keys, policies, revocation
+from . import audit, keys, policies, revocation
+from .audit import EventType
 from .conf import auth_settings
 from .models import (
     AccessPolicy,
@@ -120,9 +121,34 @@ def revoke_logins(
                  "client": client.client_id if client is not None else None,
                  "membership": membership.pk if membership is not None else None,
                  "project": project.pk if project is not None else None}
-    logger.info("logins revoked count=%d reason=%s %s", count, reason,
-                " ".join(f"{name}={value}" for name, value in audit_ids.items() if value is not None))
+    described = " ".join(f"{name}={value}" for name, value in audit_ids.items() if value is not None)
+    if count:
+        subject, display = _revocation_subject(user=user, client=client, membership=membership, project=project)
+        audit.record(EventType.TOKEN_REVOKED, project=_project_of(client, membership, project),
+                     subject=subject, subject_display=display, reason=reason, detail={"logins": count},
+                     message=f"logins revoked count={count} reason={reason} {described}")
+    else:
+        logger.info("logins revoked count=%d reason=%s %s", count, reason, described)
     return count
+
+
+def _project_of(*objects: Any) -> Any:
+    for obj in objects:
+        if isinstance(obj, Project):
+            return obj.pk
+        if obj is not None and getattr(obj, "project_id", None):
+            return obj.project_id
+    return None
+
+
+def _revocation_subject(*, user: Any, client: Any, membership: Any, project: Any) -> tuple[str, str]:
+    if membership is not None:
+        return membership.reference, membership.profile_display
+    if client is not None:
+        return client.reference, client.name
+    if user is not None:
+        return f"User/{user.pk}", getattr(user, "email", "") or user.get_username()
+    return project.reference, project.name
 
 
 @transaction.atomic
@@ -131,7 +157,8 @@ def create_project(name: str, *, description: str = "", owner: Any = None) -> Pr
     project = Project(name=(name or "").strip(), description=description, owner=owner)
     project.full_clean()
     project.save()
-    logger.info("project created id=%s", project.id)
+    audit.record(EventType.PROJECT_CREATED, project=project, subject=project.reference, subject_display=project.name,
+                 message=f"project created id={project.id}")
     return project
 
 
@@ -168,7 +195,9 @@ def create_client(
     client.client_secret = digest_client_secret(secret) if secret else ""
     client.full_clean(exclude=["user"])
     client.save()
-    logger.info("client created client_id=%s project=%s", client.client_id, project.id)
+    audit.record(EventType.CLIENT_CREATED, project=project, subject=client.reference, subject_display=client.name,
+                 detail={"public": public, "pkce_optional": pkce_optional},
+                 message=f"client created client_id={client.client_id} project={project.id}")
     return client, secret
 
 
@@ -183,7 +212,9 @@ def update_project(project: Project, **fields: Any) -> Project:
         fields["name"] = fields["name"].strip()
     changed = _update_fields(project, fields, PROJECT_UPDATE_FIELDS)
     if changed:
-        logger.info("project updated id=%s fields=%s", project.id, ",".join(changed))
+        audit.record(EventType.PROJECT_UPDATED, project=project, subject=project.reference,
+                     subject_display=project.name, detail={"fields": changed},
+                     message=f"project updated id={project.id} fields={','.join(changed)}")
     if "active" in changed and not project.active:
         revoke_logins(project=project, reason="project_deactivated")
     return project
@@ -207,7 +238,9 @@ def update_client(client: ClientApplication, **fields: Any) -> ClientApplication
     changed = _update_fields(client, fields, CLIENT_UPDATE_FIELDS, clean_exclude=["user"])
     if changed:
         # Field names only: values may hold URIs or keys that do not belong in the audit log.
-        logger.info("client updated client_id=%s fields=%s", client.client_id, ",".join(changed))
+        audit.record(EventType.CLIENT_UPDATED, project=client.project_id, subject=client.reference,
+                     subject_display=client.name, detail={"fields": changed},
+                     message=f"client updated client_id={client.client_id} fields={','.join(changed)}")
     if "status" in changed and client.status == ClientApplication.Status.OFF:
         revoke_logins(client=client, reason="client_disabled")
     return client
@@ -230,7 +263,9 @@ def set_client_status(client: ClientApplication, status: str) -> ClientApplicati
     client.status = status
     if previous != status:
         client.save(update_fields=["status", "updated"])
-        logger.info("client status changed client_id=%s status=%s", client.client_id, status)
+        audit.record(EventType.CLIENT_UPDATED, project=client.project_id, subject=client.reference,
+                     subject_display=client.name, detail={"fields": ["status"], "status": status},
+                     message=f"client status changed client_id={client.client_id} status={status}")
     if status == ClientApplication.Status.OFF:
         revoke_logins(client=client, reason="client_disabled")
     return client
@@ -243,9 +278,10 @@ def delete_client(client: ClientApplication) -> None:
     Its logins, consents and DOT token rows are deleted with it (``on_delete=CASCADE``).
     """
     revoke_logins(client=client, reason="client_deleted")
-    client_id, project_id = client.client_id, client.project_id
+    client_id, project_id, reference, name = client.client_id, client.project_id, client.reference, client.name
     client.delete()
-    logger.info("client deleted client_id=%s project=%s", client_id, project_id)
+    audit.record(EventType.CLIENT_DELETED, project=project_id, subject=reference, subject_display=name,
+                 message=f"client deleted client_id={client_id} project={project_id}")
 
 
 @transaction.atomic
@@ -266,7 +302,9 @@ def rotate_client_secret(client: ClientApplication) -> str:
     row.save(update_fields=update_fields)
     for field in update_fields:
         setattr(client, field, getattr(row, field))
-    logger.info("client secret rotated client_id=%s", row.client_id)
+    audit.record(EventType.CLIENT_SECRET_ROTATED, project=row.project_id, subject=row.reference,
+                 subject_display=row.name,
+                 message=f"client secret rotated client_id={row.client_id}")
     return secret
 
 
@@ -275,7 +313,8 @@ def retire_client_secret(client: ClientApplication) -> None:
     """Stop accepting the retiring secret."""
     ClientApplication.objects.filter(pk=client.pk).update(retiring_secret="", updated=timezone.now())
     client.retiring_secret = ""
-    logger.info("client retiring secret removed client_id=%s", client.client_id)
+    audit.record(EventType.CLIENT_SECRET_RETIRED, project=client.project_id, subject=client.reference,
+                 subject_display=client.name, message=f"client retiring secret removed client_id={client.client_id}")
 
 
 @transaction.atomic
@@ -287,7 +326,10 @@ def create_access_policy(
     policy = AccessPolicy(project=project, name=(name or "").strip(), description=description, resources=normalised)
     policy.full_clean()
     policy.save()
-    logger.info("access policy created id=%s project=%s", policy.id, project.id)
+    audit.record(EventType.ACCESS_POLICY_CREATED, project=project, subject=policy.reference,
+                 subject_display=policy.name,
+                 detail={"rules": len(policy.resources)},
+                 message=f"access policy created id={policy.id} project={project.id}")
     return policy
 
 
@@ -313,7 +355,9 @@ def update_access_policy(
         policy.refresh_from_db()
         raise
     policy.save()
-    logger.info("access policy updated id=%s", policy.id)
+    audit.record(EventType.ACCESS_POLICY_UPDATED, project=policy.project_id, subject=policy.reference,
+                 subject_display=policy.name, detail={"rules": len(policy.resources)},
+                 message=f"access policy updated id={policy.id}")
     return policy
 
 
@@ -324,15 +368,20 @@ def set_default_access_policy(
     """Make ``access_policy`` the one new ``profile_type`` members get; ``None`` removes the default."""
     if access_policy is None:
         DefaultAccessPolicy.objects.filter(project=project, profile_type=profile_type).delete()
-        logger.info("default access policy removed project=%s profile_type=%s", project.id, profile_type)
+        audit.record(EventType.DEFAULT_POLICY_CHANGED, project=project, subject=project.reference,
+                     subject_display=project.name, detail={"profile_type": profile_type, "access_policy": None},
+                     message=f"default access policy removed project={project.id} profile_type={profile_type}")
         return None
     default = (DefaultAccessPolicy.objects.select_for_update().filter(project=project, profile_type=profile_type)
                .first() or DefaultAccessPolicy(project=project, profile_type=profile_type))
     default.access_policy = access_policy
     default.full_clean()
     default.save()
-    logger.info("default access policy set project=%s profile_type=%s policy=%s",
-                project.id, profile_type, access_policy.id)
+    audit.record(EventType.DEFAULT_POLICY_CHANGED, project=project, subject=access_policy.reference,
+                 subject_display=access_policy.name,
+                 detail={"profile_type": profile_type, "access_policy": access_policy.reference},
+                 message=f"default access policy set project={project.id} profile_type={profile_type} "
+                         f"policy={access_policy.id}")
     return default
 
 
@@ -423,7 +472,11 @@ def invite_member(
     membership.save()
     member_invited.send(sender=ProjectMembership, membership=membership, user=user,
                         created_user=not existing, first_name=first_name.strip(), last_name=last_name.strip())
-    logger.info("member invited membership=%s project=%s profile=%s", membership.id, project.id, membership.profile)
+    audit.record(EventType.MEMBERSHIP_INVITED, project=project, subject=membership.reference,
+                 subject_display=f"{membership.profile_display} <{user.email}>",
+                 detail={"profile": membership.profile, "admin": admin, "created_user": not existing,
+                         "access_policy": access_policy.reference if access_policy else None},
+                 message=f"member invited membership={membership.id} project={project.id} profile={membership.profile}")
     return Invitation(user=user, membership=membership, created_user=not existing)
 
 
@@ -448,7 +501,12 @@ def update_membership(
               if value is not UNSET}
     changed = _update_fields(membership, fields, fields.keys())
     if changed:
-        logger.info("membership updated id=%s fields=%s", membership.id, ",".join(changed))
+        audit.record(EventType.MEMBERSHIP_CHANGED, project=membership.project_id, subject=membership.reference,
+                     subject_display=membership.profile_display,
+                     detail={"fields": changed, "admin": membership.admin, "active": membership.active,
+                             "access_policy": f"AccessPolicy/{membership.access_policy_id}"
+                             if membership.access_policy_id else None},
+                     message=f"membership updated id={membership.id} fields={','.join(changed)}")
     if "active" in changed and not membership.active:
         revoke_logins(membership=membership, reason="membership_deactivated")
     return membership
@@ -465,7 +523,8 @@ def rotate_signing_keys(algorithm: str | None = None) -> SigningKey:
     row = SigningKey.objects.create(kid=key.get("kid"), algorithm=algorithm,
                                     status=SigningKey.Status.ACTIVE, private_key=encrypted,
                                     public_jwk=keys.public_jwk(key))
-    logger.info("signing key rotated kid=%s alg=%s", row.kid, algorithm)
+    audit.record(EventType.SIGNING_KEY_ROTATED, subject=f"SigningKey/{row.kid}", detail={"algorithm": algorithm},
+                 message=f"signing key rotated kid={row.kid} alg={algorithm}")
     return row
 
 
@@ -482,7 +541,7 @@ def retire_signing_key(kid: str) -> SigningKey:
     row.status = SigningKey.Status.RETIRED
     row.retired_at = timezone.now()
     row.save(update_fields=["status", "retired_at"])
-    logger.info("signing key retired kid=%s", kid)
+    audit.record(EventType.SIGNING_KEY_RETIRED, subject=f"SigningKey/{kid}", message=f"signing key retired kid={kid}")
     return row
 
 
@@ -502,7 +561,8 @@ def revoke_login(login: Login, *, reason: str) -> bool:
     count, now = revocation.revoke(Login.objects.filter(pk=login.pk), reason)
     login.revoked_at, login.revoked_reason = now, reason
     if count:
-        logger.info("login revoked login=%s reason=%s project=%s", login.pk, reason, login.project_id)
+        audit.record_for_login(EventType.TOKEN_REVOKED, login, reason=reason,
+                               message=f"login revoked login={login.pk} reason={reason} project={login.project_id}")
     return bool(count)
 
 
@@ -515,8 +575,11 @@ def remove_membership(membership: ProjectMembership) -> None:
     """
     revoke_logins(membership=membership, reason="membership_removed")
     membership_id, project_id, profile = membership.pk, membership.project_id, membership.profile
+    reference, display = membership.reference, membership.profile_display
     membership.delete()
-    logger.info("membership removed id=%s project=%s profile=%s", membership_id, project_id, profile)
+    audit.record(EventType.MEMBERSHIP_REMOVED, project=project_id, subject=reference, subject_display=display,
+                 detail={"profile": profile},
+                 message=f"membership removed id={membership_id} project={project_id} profile={profile}")
 
 
 @transaction.atomic
@@ -562,5 +625,8 @@ def create_launch(
         created_by=created_by if getattr(created_by, "pk", None) else None,
         expires_at=timezone.now() + timedelta(seconds=int(auth_settings.LAUNCH_LIFETIME)),
     )
-    logger.info("launch created id=%s client_id=%s project=%s", launch.pk, client.client_id, client.project_id)
+    audit.record(EventType.LAUNCH_CREATED, project=client.project_id, subject=f"LaunchContext/{launch.pk}",
+                 user=created_by if getattr(created_by, "pk", None) else None,
+                 subject_display=client.name, detail={"client": client.client_id, "patient": patient_ref},
+                 message=f"launch created id={launch.pk} client_id={client.client_id} project={client.project_id}")
     return launch

@@ -19,12 +19,12 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import authorization, logins, passwords, signin, throttle
+from .. import audit, authorization, logins, passwords, signin, throttle
 from ..access import login_inputs
 from ..lookups import client_by_client_id
 from ..models import Login, ProjectMembership
 from ..scopes import is_supported, split
-from ..signin import authenticate_email
+from ..signin import THROTTLED, authenticate_email
 from .password import JsonResponseThen
 from .userinfo import bearer_context
 
@@ -107,13 +107,16 @@ class LoginView(View):
                 return outcome("Invalid codeChallengeMethod: only S256 is supported", expression="codeChallengeMethod")
         user, error = authenticate_email(email, password, request.META.get("REMOTE_ADDR"))
         if user is None:
+            audit.record_sign_in(request, email=email, user=None, client=client, throttled=error == THROTTLED)
             return outcome(error or "Email or password is invalid")
         memberships = authorization.memberships_for(user, client)
         resource_type = data.get("resourceType")
         if resource_type:
             memberships = [m for m in memberships if m.profile_type == resource_type]
         if not memberships:
+            audit.record_sign_in(request, email=email, user=user, client=client, reason="no_profile")
             return outcome("User not found")
+        audit.record_sign_in(request, email=email, user=user, client=client)
 
         # Establish the browser session too, so /oauth2/authorize?prompt=none succeeds later.
         django_login(request, user, backend="django.contrib.auth.backends.ModelBackend")

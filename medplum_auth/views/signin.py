@@ -13,9 +13,9 @@ from django.views import View
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import authorization
+from .. import audit, authorization
 from .. import launch as launch_utils
-from ..signin import authenticate_email
+from ..signin import THROTTLED, authenticate_email
 from .decorators import auth_page
 
 
@@ -51,6 +51,7 @@ class SignInView(_PendingMixin, View):
     def post(self, request: HttpRequest) -> HttpResponse:
         email = request.POST.get("email", "")
         user, error = authenticate_email(email, request.POST.get("password", ""), request.META.get("REMOTE_ADDR"))
+        audit.record_sign_in(request, email=email, user=user, client=self.client, throttled=error == THROTTLED)
         if user is None:
             return render(request, self.template_name, self.context(email=email, error=error), status=400)
         # Signing in as another user than the session's flushes the session (Django's login):
@@ -107,6 +108,7 @@ class ConsentView(_PendingMixin, View):
         params = self.pending["params"]
         if request.POST.get("action") != "allow":
             authorization.discard(request, self.rid)
+            authorization.record_denied(request, self.client, "user_denied", scopes=self.pending["scopes"])
             return authorization.error_redirect(self.pending["redirect_uri"], "access_denied",
                                                 "The user denied the request.", params.get("state"))
         chosen = set(request.POST.getlist("scope"))

@@ -20,7 +20,7 @@ from jwcrypto import jwk, jwt
 from medplum_auth import services
 from medplum_auth.assertions import ASSERTION_TYPE
 from medplum_auth.conf import auth_settings
-from medplum_auth.models import Login
+from medplum_auth.models import Login, SecurityEvent
 from tests.factories import ClientApplicationFactory
 from tests.oauth.conftest import (
     REDIRECT_URI,
@@ -215,8 +215,9 @@ def test_client_credentials_grant(client, confidential_client, oauth_project, is
     assert userinfo_status(client, body["access_token"]) == 200
 
 
-def test_client_credentials_is_one_read_and_one_insert(client, confidential_client):
-    """No transaction of its own (BEGIN and COMMIT would be two more round trips): it writes one row."""
+def test_client_credentials_is_one_read_and_two_inserts(client, confidential_client):
+    """No transaction of its own (BEGIN and COMMIT would be two more round trips): it writes the
+    login and its security event, and reads nothing else."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -225,8 +226,12 @@ def test_client_credentials_is_one_read_and_one_insert(client, confidential_clie
         response = client_credentials(client, {"scope": "openid system/*.rs"}, HTTP_AUTHORIZATION=auth)
     assert response.status_code == 200, response.content
     statements = [q["sql"] for q in captured.captured_queries if "medplum_auth_signingkey" not in q["sql"]]
-    assert [sql.split()[0] for sql in statements] == ["SELECT", "INSERT"], statements  # the key is cached 30 s
-    assert Login.objects.filter(client=confidential_client, scope="openid system/*.rs").count() == 1
+    assert [sql.split()[0] for sql in statements] == ["SELECT", "INSERT", "INSERT"], statements  # key cached 30 s
+    assert "medplum_auth_securityevent" in statements[2]
+    login = Login.objects.get(client=confidential_client, scope="openid system/*.rs")
+    event = SecurityEvent.objects.get(subject=f"Login/{login.pk}")
+    assert (event.event_type, event.actor_client, event.actor_user, event.project_id) == (
+        "token.issued", confidential_client.client_id, "", confidential_client.project_id)
 
 
 def test_client_credentials_never_issue_refresh_tokens(client, oauth_project):
