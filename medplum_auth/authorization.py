@@ -30,6 +30,8 @@ from .server import get_server
 
 SESSION_KEY = "medplum_authz"
 AUTH_TIME_KEY = "medplum_auth_time"
+#: RFC 8176 ``amr`` of the session's sign-in (``pwd``, ``pwd otp mfa`` …), copied onto its logins.
+AMR_KEY = "medplum_auth_amr"
 PENDING_SECONDS = 1800
 MAX_PENDING = 10
 PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account"})
@@ -331,6 +333,7 @@ def complete(request: HttpRequest, rid: str | None, pending: dict[str, Any], mem
         "user": request.user,
         "membership": membership,
         "auth_time": _auth_time(request),
+        "amr": request.session.get(AMR_KEY) or "pwd",
         "remote_addr": request.META.get("REMOTE_ADDR"),
         "user_agent": request.META.get("HTTP_USER_AGENT", ""),
     }

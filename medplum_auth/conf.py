@@ -62,6 +62,18 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_IP_MAX_FAILURES": 100,
     # Seconds of the fixed window those failures are counted in.
     "TOKEN_FAILURE_WINDOW": 300,
+    # Name an authenticator app shows beside the account (the ``issuer`` of the otpauth:// URI).
+    "MFA_ISSUER_NAME": "Medplum Auth",
+    # Recovery codes made when a second factor is enrolled (each single use).
+    "MFA_RECOVERY_CODES": 10,
+    # Wrong second-factor codes per user within MFA_FAILURE_WINDOW before the step is refused.
+    "MFA_MAX_FAILURES": 10,
+    # Seconds the MFA failure count is kept.
+    "MFA_FAILURE_WINDOW": 900,
+    # WebAuthn relying party id (a registrable domain of the sign-in page); ``None`` = ISSUER's host.
+    "WEBAUTHN_RP_ID": None,
+    # WebAuthn relying party name shown by the browser; ``None`` = MFA_ISSUER_NAME.
+    "WEBAUTHN_RP_NAME": None,
     # Seconds an emailed password reset link works (it also stops once a password is set).
     "PASSWORD_RESET_LIFETIME": 3600,
     # Password reset requests per email address within PASSWORD_RESET_WINDOW (known or not) ...

@@ -27,12 +27,28 @@ ALGORITHMS: dict[str, dict[str, Any]] = {
 _FERNET_SALT = b"medplum_auth.signing-key"
 
 
-def _fernet() -> MultiFernet:
+def _fernet(salt: bytes = _FERNET_SALT) -> MultiFernet:
     configured = auth_settings.KEY_ENCRYPTION_SECRET
     secrets = [configured] if configured else [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
     return MultiFernet([
-        Fernet(base64.urlsafe_b64encode(hashlib.sha256(_FERNET_SALT + str(s).encode()).digest())) for s in secrets
+        Fernet(base64.urlsafe_b64encode(hashlib.sha256(salt + str(s).encode()).digest())) for s in secrets
     ])
+
+
+def encrypt_secret(value: str, purpose: str) -> str:
+    """Encrypt a small secret at rest (a TOTP seed …) under the key that protects signing keys,
+    separated by ``purpose`` so one kind of ciphertext can never be passed off as another."""
+    return _fernet(f"medplum_auth.{purpose}".encode()).encrypt(value.encode()).decode("ascii")
+
+
+def decrypt_secret(value: str, purpose: str) -> str:
+    """The plaintext of :func:`encrypt_secret`; ``ImproperlyConfigured`` when no known key opens it."""
+    try:
+        return _fernet(f"medplum_auth.{purpose}".encode()).decrypt(value.encode("ascii")).decode()
+    except InvalidToken:
+        raise ImproperlyConfigured(
+            f"A stored {purpose} cannot be decrypted: KEY_ENCRYPTION_SECRET / SECRET_KEY changed without keeping "
+            "the old value in SECRET_KEY_FALLBACKS.") from None
 
 
 def generate_key(algorithm: str) -> tuple[jwk.JWK, str]:

@@ -36,12 +36,16 @@ def create_login(
     launch: Any = None,
     launch_patient: str = "",
     launch_encounter: str = "",
+    amr: str = "pwd",
+    awaiting_mfa: bool = False,
 ) -> tuple[Login, str | None]:
     """A login for ``user`` at ``client``; with a membership it also gets a fresh code.
 
     Without a membership (the user must still choose a profile) no code is issued yet:
     :func:`issue_code` adds it once the profile is known. ``launch``, ``launch_patient`` and
-    ``launch_encounter`` are the SMART launch context (``medplum_auth.launch``).
+    ``launch_encounter`` are the SMART launch context (``medplum_auth.launch``). ``amr`` says how
+    the user signed in (RFC 8176); ``awaiting_mfa`` holds the code back until the second factor
+    (``/auth/mfa/verify``).
     """
     login = Login(
         user=user, client=client, project=client.project, membership=membership, auth_time=auth_time,
@@ -49,9 +53,10 @@ def create_login(
         code_challenge=code_challenge or "", code_challenge_method=code_challenge_method or "",
         remote_addr=remote_addr, user_agent=(user_agent or "")[:255],
         launch=launch, launch_patient=launch_patient or "", launch_encounter=launch_encounter or "",
+        amr=amr, awaiting_mfa=awaiting_mfa,
     )
     issued = None
-    if membership is not None:
+    if membership is not None and not awaiting_mfa:
         issued = code or secrets.token_urlsafe(32)
         _set_code(login, issued)
     login.save()
@@ -80,6 +85,20 @@ def issue_code(login: Login, membership: ProjectMembership) -> str:
     _set_code(login, code)
     login.save(update_fields=["membership", "code_digest", "code_expires_at"])
     _granted(login, login.client)
+    return code
+
+
+def pass_second_factor(login: Login, amr: str) -> str | None:
+    """The JSON login's second factor was verified: record how, and issue the code if the
+    profile is known (else the caller answers with the memberships, as ``/auth/login`` does)."""
+    login.awaiting_mfa = False
+    login.amr = amr
+    if login.membership_id is None:
+        login.save(update_fields=["awaiting_mfa", "amr"])
+        return None
+    code = secrets.token_urlsafe(32)
+    _set_code(login, code)
+    login.save(update_fields=["awaiting_mfa", "amr", "code_digest", "code_expires_at"])
     return code
 
 

@@ -41,6 +41,10 @@ class Project(models.Model):
                               related_name="+", verbose_name=_("owner"))
     active = models.BooleanField(_("active"), default=True,
                                  help_text=_("Inactive projects accept no sign-ins and no tokens."))
+    mfa_required = models.BooleanField(
+        _("MFA required"), default=False,
+        help_text=_("Members must use a second factor (authenticator app or security key); those without one "
+                    "enroll at their next sign-in."))
     created = models.DateTimeField(_("created"), auto_now_add=True)
     updated = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -433,6 +437,10 @@ class Login(models.Model):
     launch_patient = models.CharField(_("patient context"), max_length=128, blank=True,
                                       help_text=_("Patient/<id> chosen at launch (not the user's own profile)."))
     launch_encounter = models.CharField(_("encounter context"), max_length=128, blank=True)
+    #: RFC 8176 authentication method references of the sign-in, space separated (``pwd otp mfa``).
+    amr = models.CharField(_("authentication methods"), max_length=64, blank=True, default="")
+    #: The JSON login API's second step is outstanding: no code until ``/auth/mfa/verify``.
+    awaiting_mfa = models.BooleanField(_("awaiting second factor"), default=False)
 
     class Meta:
         ordering = ["-created"]
@@ -597,3 +605,60 @@ class SecurityEvent(models.Model):
     @property
     def is_success(self) -> bool:
         return self.outcome == self.Outcome.SUCCESS
+
+
+class TotpDevice(models.Model):
+    """A user's authenticator app (RFC 6238 TOTP): the shared secret, encrypted at rest.
+
+    ``confirmed_at`` is set when the user proves the app works (a first valid code); until then
+    the device is an enrollment in progress and is not asked for at sign-in. ``last_step`` is the
+    time step of the last accepted code: a code is accepted once (no replay in its window).
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    secret = models.TextField(_("encrypted secret"), editable=False)
+    confirmed_at = models.DateTimeField(_("enrolled at"), null=True, blank=True)
+    last_step = models.BigIntegerField(default=0, editable=False)
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("authenticator app")
+
+    def __str__(self) -> str:
+        return f"TOTP of user {self.user_id}"
+
+
+class RecoveryCode(models.Model):
+    """A single-use recovery code for a user who lost their second factor; stored as a digest."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    used_at = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("recovery code")
+
+    def __str__(self) -> str:
+        return f"Recovery code of user {self.user_id}" + (" (used)" if self.used_at else "")
+
+
+class WebAuthnCredential(models.Model):
+    """A security key or passkey registered as a user's second factor (W3C WebAuthn Level 2)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    #: base64url of the credential id the authenticator chose (at most 1,023 bytes).
+    credential_id = models.CharField(max_length=1400, unique=True, editable=False)
+    #: base64url of the COSE public key.
+    public_key = models.TextField(editable=False)
+    sign_count = models.PositiveBigIntegerField(default=0, editable=False)
+    name = models.CharField(_("name"), max_length=100, blank=True)
+    transports = models.CharField(max_length=200, blank=True, editable=False)
+    created = models.DateTimeField(_("registered"), auto_now_add=True)
+    last_used_at = models.DateTimeField(_("last used"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("security key")
+
+    def __str__(self) -> str:
+        return self.name or f"Security key {self.pk}"

@@ -201,6 +201,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
             launch=getattr(request, "medplum_launch", None),
             launch_patient=getattr(request, "launch_patient", ""),
             launch_encounter=getattr(request, "launch_encounter", ""),
+            amr=getattr(request, "amr", "") or "pwd",
         )
 
     def _login_for_code(self, code: str) -> Login | None:
@@ -422,6 +423,8 @@ class MedplumOAuth2Validator(OAuth2Validator):
             auth_time=int(login.auth_time.timestamp()),
             login_id=str(login.pk),
         )
+        if login.amr:
+            claims["amr"] = login.amr.split()  # RFC 8176: how the user signed in (pwd, otp, hwk, mfa)
         profile = login.profile
         if profile:
             claims["fhirUser"] = f"{auth_settings.fhir_base_url}/{profile}"

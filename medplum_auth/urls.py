@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .views import auth_api, discovery, oauth, password, session, signin, userinfo
+from .views import auth_api, discovery, mfa, oauth, password, session, signin, userinfo
 
 app_name = "medplum_auth"
 
@@ -11,6 +11,7 @@ urlpatterns = [
     path("oauth2/authorize/resume", oauth.ResumeView.as_view(), name="authorize-resume"),
     path("oauth2/signin", signin.SignInView.as_view(), name="signin"),
     path("oauth2/profile", signin.ProfileView.as_view(), name="profile"),
+    path("oauth2/mfa", signin.MfaView.as_view(), name="mfa"),
     path("oauth2/consent", signin.ConsentView.as_view(), name="consent"),
     path("oauth2/patient", signin.PatientView.as_view(), name="patient"),
     path("oauth2/resetpassword", password.ForgotPasswordView.as_view(), name="reset-password"),
@@ -28,6 +29,11 @@ urlpatterns = [
     path("auth/setpassword", auth_api.SetPasswordView.as_view(), name="auth-setpassword"),
     path("auth/changepassword", auth_api.ChangePasswordView.as_view(), name="auth-changepassword"),
     path("auth/launch", auth_api.LaunchView.as_view(), name="auth-launch"),
+    path("auth/mfa/status", mfa.StatusView.as_view(), name="auth-mfa-status"),
+    path("auth/mfa/enroll", mfa.EnrollView.as_view(), name="auth-mfa-enroll"),
+    path("auth/mfa/verify", mfa.VerifyView.as_view(), name="auth-mfa-verify"),
+    path("auth/mfa/login-enroll", mfa.LoginEnrollView.as_view(), name="auth-mfa-login-enroll"),
+    path("auth/mfa/disable", mfa.DisableView.as_view(), name="auth-mfa-disable"),
     path(".well-known/openid-configuration", discovery.openid_configuration, name="openid-configuration"),
     path(".well-known/oauth-authorization-server", discovery.openid_configuration,
          name="oauth-authorization-server"),

@@ -19,7 +19,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import audit, authorization, logins, passwords, signin, throttle
+from .. import audit, authorization, logins, mfa, passwords, signin, throttle
 from ..access import login_inputs
 from ..lookups import client_by_client_id
 from ..models import Login, ProjectMembership
@@ -118,18 +118,39 @@ class LoginView(View):
             return outcome("User not found")
         audit.record_sign_in(request, email=email, user=user, client=client)
 
-        # Establish the browser session too, so /oauth2/authorize?prompt=none succeeds later.
-        django_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        request.session[authorization.AUTH_TIME_KEY] = time.time()
+        needs_mfa = mfa.required_for(user, client.project)
+        if not needs_mfa:
+            # Establish the browser session too, so /oauth2/authorize?prompt=none succeeds later
+            # (with a second factor due, /auth/mfa/verify does it).
+            django_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            request.session[authorization.AUTH_TIME_KEY] = time.time()
         login, code = logins.create_login(
             user=user, client=client, membership=memberships[0] if len(memberships) == 1 else None,
             scope=" ".join(split(scope)), auth_time=timezone.now(), nonce=str(data.get("nonce") or ""),
             code_challenge=challenge, code_challenge_method=method if challenge else "",
             remote_addr=request.META.get("REMOTE_ADDR"), user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            awaiting_mfa=needs_mfa,
         )
+        if needs_mfa:
+            return mfa_step(login, user)
         if code is not None:
             return JsonResponse({"login": str(login.pk), "code": code})
         return JsonResponse({"login": str(login.pk), "memberships": [_membership_summary(m) for m in memberships]})
+
+
+def mfa_step(login: Login, user: Any) -> JsonResponse:
+    """``/auth/login``'s answer when a second factor is due: verify, or enroll first."""
+    body: dict[str, Any] = {"login": str(login.pk)}
+    enrolled = mfa.factors(user)
+    if enrolled:
+        body.update(mfaRequired=True, mfaMethods=sorted({"otp": "totp", "hwk": "webauthn"}[f] for f in enrolled))
+    else:
+        enrollment = mfa.start_totp(user)
+        body.update(mfaEnrollRequired=True, enrollUri=enrollment.uri, enrollQrCode=enrollment.qr_code,
+                    allowedMfaMethods=["totp"])
+    response = JsonResponse(body)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -144,7 +165,8 @@ class ProfileView(View):
             login = (Login.objects.select_for_update().select_related("client", "project")
                      .filter(pk=_uuid_or_none(data.get("login"))).first())
             fresh = login and login.created > timezone.now() - timedelta(seconds=PROFILE_SELECTION_SECONDS)
-            if not login or not fresh or login.revoked_at or login.granted_at or login.membership_id:
+            if not login or not fresh or login.revoked_at or login.granted_at or login.membership_id \
+                    or login.awaiting_mfa:
                 return outcome("Invalid login", expression="login")
             membership = ProjectMembership.objects.select_related("project").filter(
                 pk=_uuid_or_none(data.get("profile")), user=login.user_id, project=login.project_id, active=True,
