@@ -2,10 +2,15 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from medplum_auth.views.account import AccountSignInView
+
 urlpatterns = [
     # The FHIR API first: the busiest paths are then resolved without trying the others.
     path("", include("fhir_api.urls")),
     path("", include("medplum_auth.urls")),
+    # The Django admin signs in through medplum_auth's sign-in, so it asks for the second factor
+    # (and is throttled and audited) like every other sign-in page.
+    path("admin/login/", AccountSignInView.as_view(), name="admin-login"),
     path("admin/", admin.site.urls),
     path("project-admin/", include("project_admin.urls")),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),

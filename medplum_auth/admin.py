@@ -57,6 +57,8 @@ from .models import (
     Project,
     ProjectMembership,
     SigningKey,
+    TotpDevice,
+    WebAuthnCredential,
 )
 
 SECRET_TEMPLATE = "admin/medplum_auth/clientapplication/secret.html"
@@ -182,11 +184,11 @@ class ProjectAdmin(ServiceAdmin):
     add_form = ProjectForm
     add_fieldsets = ((None, {"fields": ("name", "description", "owner")}),)
     fieldsets = (
-        (None, {"fields": ("name", "description", "owner", "active")}),
+        (None, {"fields": ("name", "description", "owner", "active", "mfa_required")}),
         (_("Record"), {"fields": ("reference", "created", "updated")}),
     )
     readonly_fields = ("reference", "created", "updated")
-    list_display = ("name", "active", "member_count", "client_count", "created")
+    list_display = ("name", "active", "mfa_required", "member_count", "client_count", "created")
     list_filter = ("active",)
     search_fields = ("name",)
     raw_id_fields = ("owner",)
@@ -591,3 +593,19 @@ class ConsentAdmin(ViewOnlyAdmin):
     list_display = ("user", "client", "scope", "updated")
     list_select_related = ("user", "client")
     search_fields = ("user__email", "client__client_id", "client__name")
+
+
+@admin.register(TotpDevice)
+class TotpDeviceAdmin(ViewOnlyAdmin):
+    """Authenticator apps, without their secrets; removed by a project admin's reset or the user."""
+
+    fields = list_display = ("user", "confirmed_at", "created")
+    readonly_fields = fields
+    search_fields = ("user__email",)
+
+
+@admin.register(WebAuthnCredential)
+class WebAuthnCredentialAdmin(ViewOnlyAdmin):
+    fields = list_display = ("user", "name", "sign_count", "created", "last_used_at")
+    readonly_fields = fields
+    search_fields = ("user__email", "name")

@@ -21,9 +21,9 @@ from typing import Any
 
 import pyotp
 import segno
-from pyotp.exceptions import OTPVerificationError
 from django.db import transaction
 from django.utils import timezone
+from pyotp.exceptions import OTPVerificationError
 
 from . import throttle
 from .conf import auth_settings
@@ -53,7 +53,7 @@ def _counter(user: Any) -> throttle.Counter:
                             int(auth_settings.MFA_FAILURE_WINDOW))
 
 
-def _checked(user: Any, accept: Any) -> Any:
+def check(user: Any, accept: Any) -> Any:
     """Run ``accept()`` under the user's failure throttle; a falsy answer counts as a failure."""
     counter = _counter(user)
     wait = throttle.retry_after([counter])
@@ -160,7 +160,7 @@ def confirm_totp(user: Any, token: Any) -> list[str]:
         raise MfaError("Secret not found")
     if device.confirmed_at is not None:
         raise MfaError("Already enrolled")
-    _checked(user, lambda: _accept_code(device, token))
+    check(user, lambda: _accept_code(device, token))
     with transaction.atomic():
         TotpDevice.objects.filter(pk=device.pk).update(confirmed_at=timezone.now())
         codes = new_recovery_codes(user)
@@ -208,7 +208,7 @@ def verify_second_factor(user: Any, token: Any) -> str:
             return "otp"
         return None
 
-    return _checked(user, accept)
+    return check(user, accept)
 
 
 def disable_totp(user: Any, token: Any) -> None:
@@ -218,7 +218,7 @@ def disable_totp(user: Any, token: Any) -> None:
         raise MfaError("Secret not found")
     if device.confirmed_at is None:
         raise MfaError("User not enrolled in MFA")
-    _checked(user, lambda: _accept_code(device, token))
+    check(user, lambda: _accept_code(device, token))
     with transaction.atomic():
         TotpDevice.objects.filter(user=user).delete()
         if not WebAuthnCredential.objects.filter(user=user).exists():

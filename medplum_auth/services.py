@@ -41,7 +41,7 @@ from .validators import split_uris
 logger = logging.getLogger("medplum_auth.audit")
 
 #: Fields :func:`update_project` may change.
-PROJECT_UPDATE_FIELDS = frozenset({"name", "description", "owner", "active"})
+PROJECT_UPDATE_FIELDS = frozenset({"name", "description", "owner", "active", "mfa_required"})
 
 #: Fields :func:`update_client` may change. Not the project, type or id (tokens were issued
 #: under them) and never the secrets: those change only through :func:`rotate_client_secret`.
@@ -580,6 +580,19 @@ def remove_membership(membership: ProjectMembership) -> None:
     audit.record(EventType.MEMBERSHIP_REMOVED, project=project_id, subject=reference, subject_display=display,
                  detail={"profile": profile},
                  message=f"membership removed id={membership_id} project={project_id} profile={profile}")
+
+
+def reset_mfa(membership: ProjectMembership) -> int:
+    """An admin's reset of a member's second factors (authenticator app, security keys, recovery
+    codes), e.g. after a lost phone; they sign in with their password and enroll again if their
+    project requires it. Returns how many factors were removed."""
+    from . import mfa
+
+    removed = mfa.reset(membership.user)
+    audit.record(EventType.MFA_DISABLED, project=membership.project_id, subject=f"User/{membership.user_id}",
+                 subject_display=getattr(membership.user, "email", ""), detail={"reset": True, "factors": removed},
+                 message=f"second factors reset user={membership.user_id} project={membership.project_id}")
+    return removed
 
 
 @transaction.atomic

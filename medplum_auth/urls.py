@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .views import auth_api, discovery, mfa, oauth, password, session, signin, userinfo
+from .views import account, auth_api, discovery, mfa, oauth, password, session, signin, userinfo
 
 app_name = "medplum_auth"
 
@@ -11,7 +11,11 @@ urlpatterns = [
     path("oauth2/authorize/resume", oauth.ResumeView.as_view(), name="authorize-resume"),
     path("oauth2/signin", signin.SignInView.as_view(), name="signin"),
     path("oauth2/profile", signin.ProfileView.as_view(), name="profile"),
-    path("oauth2/mfa", signin.MfaView.as_view(), name="mfa"),
+    path("oauth2/mfa", account.MfaView.as_view(), name="mfa"),
+    path("oauth2/mfa/webauthn", account.MfaWebAuthnView.as_view(), name="mfa-webauthn"),
+    path("oauth2/account", account.AccountView.as_view(), name="account"),
+    path("oauth2/account/signin", account.AccountSignInView.as_view(), name="account-signin"),
+    path("oauth2/account/webauthn", account.AccountWebAuthnView.as_view(), name="account-webauthn"),
     path("oauth2/consent", signin.ConsentView.as_view(), name="consent"),
     path("oauth2/patient", signin.PatientView.as_view(), name="patient"),
     path("oauth2/resetpassword", password.ForgotPasswordView.as_view(), name="reset-password"),

@@ -38,6 +38,8 @@ urlpatterns = [
     path(P + "members/<uuid:pk>/link/", members.MemberNewLinkView.as_view(), name="member-new-link"),
     path(P + "members/<uuid:pk>/link/<str:token>/", members.MemberLinkView.as_view(), name="member-link"),
     path(P + "members/<uuid:pk>/remove/", members.MemberRemoveView.as_view(), name="member-remove"),
+    path(P + "members/<uuid:pk>/mfa-reset/", members.MemberMfaResetView.as_view(), name="member-mfa-reset"),
+    path(P + "members/mfa/", members.ProjectMfaView.as_view(), name="project-mfa"),
     # Sessions
     path(P + "sessions/", sessions.SessionListView.as_view(), name="sessions"),
     path(P + "sessions/<uuid:pk>/revoke/", sessions.SessionRevokeView.as_view(), name="session-revoke"),

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
-from django.contrib.auth import get_user_model
-from django.contrib.auth import login as django_login
-from django.contrib.auth import logout as django_logout
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -17,7 +12,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from .. import audit, authorization, mfa
 from .. import launch as launch_utils
-from ..signin import THROTTLED, authenticate_email
+from ..signin import THROTTLED, authenticate_email, begin_second_factor, establish_session
 from .decorators import auth_page
 
 
@@ -58,84 +53,13 @@ class SignInView(_PendingMixin, View):
             return render(request, self.template_name, self.context(email=email, error=error), status=400)
         # Signing in as another user than the session's flushes the session (Django's login):
         # keep this request, minus any profile or consent chosen by the previous user.
-        pending = {k: v for k, v in self.pending.items() if k not in {"membership", "granted", MFA_USER}}
+        pending = {k: v for k, v in self.pending.items() if k not in {"membership", "granted"}}
         if mfa.required_for(user, self.client.project):
-            if request.user.is_authenticated and request.user.pk != user.pk:
-                django_logout(request)  # the previous user's session must not carry this request on
-            pending[MFA_USER] = str(user.pk)
-            authorization.save(request, self.rid, pending)
-            return HttpResponseRedirect(f"{reverse('medplum_auth:mfa')}?rid={self.rid}")
-        sign_in(request, user, self.rid, pending, "pwd")
-        return HttpResponseRedirect(_resume_url(self.rid))
-
-
-MFA_USER = "mfa_user"
-
-
-def sign_in(request: HttpRequest, user: object, rid: str, pending: dict[str, object], amr: str) -> None:
-    """Make ``user`` the session's user (a new session if another was signed in), keeping ``pending``."""
-    django_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-    authorization.save(request, rid, pending)
-    request.session[authorization.AUTH_TIME_KEY] = time.time()
-    request.session[authorization.AMR_KEY] = amr
-
-
-@method_decorator([auth_page, csrf_protect, sensitive_post_parameters("code")], name="dispatch")
-class MfaView(_PendingMixin, View):
-    """The sign-in's second step: a code from the authenticator app (or a recovery code), a
-    security key, or, for a member of an MFA-required project without one, enrolling an app."""
-
-    template_name = "medplum_auth/mfa.html"
-
-    def _user(self) -> object | None:
-        user_id = self.pending.get(MFA_USER)
-        user = get_user_model()._default_manager.filter(pk=user_id).first() if user_id else None
-        return user if user is not None and user.is_active else None
-
-    def _page(self, user: object, status: int = 200, **extra: object) -> HttpResponse:
-        enrolled = mfa.factors(user)
-        context = self.context(factors=enrolled, **extra)
-        if not enrolled:
-            context["enrollment"] = mfa.start_totp(user)
-        return render(self.request, self.template_name, context, status=status)
-
-    def get(self, request: HttpRequest) -> HttpResponse:
-        user = self._user()
-        if user is None:
-            return HttpResponseRedirect(_resume_url(self.rid))
-        return self._page(user)
-
-    def post(self, request: HttpRequest) -> HttpResponse:
-        user = self._user()
-        if user is None:
-            return HttpResponseRedirect(_resume_url(self.rid))
-        code = request.POST.get("code", "")
-        enrolling = not mfa.is_enrolled(user)
-        try:
-            if enrolling:
-                recovery_codes = mfa.confirm_totp(user, code)
-                method = "otp"
-            else:
-                method, recovery_codes = mfa.verify_second_factor(user, code), []
-        except mfa.MfaError as exc:
-            audit.record(audit.EventType.MFA_FAILED, request=request, user=user, client=self.client,
-                         project=self.client.project_id, subject=f"User/{user.pk}",
-                         outcome=audit.Outcome.MINOR_FAILURE,
-                         reason="throttled" if isinstance(exc, mfa.Throttled) else "invalid_token")
-            message = str(exc) if isinstance(exc, mfa.Throttled) else "That code is not valid. Try the current one."
-            return self._page(user, status=400, error=message)
-        return self.passed(user, method, recovery_codes)
-
-    def passed(self, user: object, method: str, recovery_codes: list[str]) -> HttpResponse:
-        request = self.request
-        audit.record(audit.EventType.MFA_ENROLLED if recovery_codes else audit.EventType.MFA_VERIFIED,
-                     request=request, user=user, client=self.client, project=self.client.project_id,
-                     subject=f"User/{user.pk}", detail={"method": "totp" if method == "otp" else "webauthn"})
-        pending = {k: v for k, v in self.pending.items() if k != MFA_USER}
-        sign_in(request, user, self.rid, pending, mfa.amr("pwd", method))
-        if recovery_codes:
-            return render(request, "medplum_auth/recovery_codes.html",
-                          self.context(codes=recovery_codes, next=_resume_url(self.rid)))
+            return begin_second_factor(request, user, _resume_url(self.rid), label=self.client.name,
+                                               project=self.client.project,
+                                               keep=lambda: authorization.save(request, self.rid, pending))
+        establish_session(request, user, "pwd")
+        authorization.save(request, self.rid, pending)
         return HttpResponseRedirect(_resume_url(self.rid))
 
 

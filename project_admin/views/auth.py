@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
+from django.http import HttpResponse
 from django.urls import reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views.generic import TemplateView
+
+from medplum_auth import mfa
+from medplum_auth.authorization import AMR_KEY
+from medplum_auth.signin import begin_second_factor
 
 from ..forms import EmailAuthenticationForm
 from ..security import admin_page
@@ -18,6 +23,15 @@ class LoginView(auth_views.LoginView):
     template_name = "project_admin/login.html"
     authentication_form = EmailAuthenticationForm
     next_page = reverse_lazy("project_admin:index")
+
+    def form_valid(self, form: EmailAuthenticationForm) -> HttpResponse:
+        """A user with a second factor (or whose project requires one) passes it before signing in."""
+        user = form.get_user()
+        if mfa.required_for(user):
+            return begin_second_factor(self.request, user, self.get_success_url(), label="Project Admin")
+        response = super().form_valid(form)
+        self.request.session[AMR_KEY] = "pwd"
+        return response
 
 
 @method_decorator(admin_page, name="dispatch")

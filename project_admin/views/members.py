@@ -15,7 +15,7 @@ from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_variables
 
-from medplum_auth import onetime, services
+from medplum_auth import mfa, onetime, services
 from medplum_auth.forms import add_service_error
 from medplum_auth.models import ProjectMembership
 
@@ -57,6 +57,13 @@ class MemberView(ProjectAdminView):
         if self.request.user.is_superuser:
             return True
         return not user.medplum_memberships.exclude(project=self.project).exists()
+
+    def may_reset_mfa(self, membership: ProjectMembership) -> bool:
+        """Only for a user of this project alone (a superuser: anyone): an admin must not weaken
+        the sign-in of an account that other projects rely on."""
+        if self.request.user.is_superuser:
+            return True
+        return not membership.user.medplum_memberships.exclude(project=self.project).exists()
 
     def show_link(self, membership: ProjectMembership) -> HttpResponse:
         token = onetime.stash(self.request, LINK_KIND, membership.pk,
@@ -116,12 +123,36 @@ class MemberNewLinkView(MemberView):
         return self.show_link(membership)
 
 
+
+class MemberMfaResetView(MemberView):
+    def post(self, request: HttpRequest, pk: str) -> HttpResponse:
+        membership = self.member(pk)
+        if not self.may_reset_mfa(membership):
+            return self.done(_("Two-step sign-in can only be reset for a user who belongs to this project only."),
+                             "member", membership.pk, level=messages.ERROR)
+        removed = services.reset_mfa(membership)
+        return self.done(_("Two-step sign-in of %(name)s was reset (%(count)d removed).") % {
+            "name": membership.profile_display or membership.profile, "count": removed}, "member", membership.pk)
+
+
+class ProjectMfaView(MemberView):
+    """Require (or stop requiring) a second factor of every member."""
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        required = request.POST.get("mfa_required") == "on"
+        services.update_project(self.project, mfa_required=required)
+        text = (_("Two-step sign-in is now required: members without one set it up at their next sign-in.")
+                if required else _("Two-step sign-in is no longer required."))
+        return self.done(text, "members")
+
+
 class MemberDetailView(MemberView):
     template = "project_admin/members/detail.html"
 
     def page(self, membership: ProjectMembership, form: MemberForm, status: int = 200) -> HttpResponse:
         return self.render(self.template, status=status, member=membership, form=form,
-                           may_issue_link=self.may_issue_link(membership))
+                           may_issue_link=self.may_issue_link(membership),
+                           may_reset_mfa=self.may_reset_mfa(membership), factors=sorted(mfa.factors(membership.user)))
 
     def get(self, request: HttpRequest, pk: str) -> HttpResponse:
         membership = self.member(pk)

@@ -214,8 +214,16 @@ def test_account_endpoints_need_a_users_token(client, public_client):
 
 def to_mfa_page(flow: Flow, **overrides: str):
     response = flow.sign_in(flow.authorize(**overrides))
-    assert response.status_code == 302 and response["Location"].startswith("/oauth2/mfa?rid="), response
+    assert response.status_code == 302 and response["Location"] == "/oauth2/mfa", response
     return response
+
+
+def rid_of(flow: Flow) -> str:
+    """The pending authorization request of the flow's session."""
+    from medplum_auth.authorization import SESSION_KEY
+
+    (rid,) = flow.client.session[SESSION_KEY]
+    return rid
 
 
 def test_html_sign_in_asks_for_the_code(flow, patient, enrolled):
@@ -224,10 +232,9 @@ def test_html_sign_in_asks_for_the_code(flow, patient, enrolled):
     page = flow.client.get(response["Location"])
     assert page.status_code == 200 and b"Code from your authenticator app" in page.content
     assert page["X-Frame-Options"] == "DENY"
-    rid = query(response["Location"])["rid"]
-    wrong = flow.client.post("/oauth2/mfa", {"rid": rid, "code": "000000"})
+    wrong = flow.client.post("/oauth2/mfa", {"code": "000000"})
     assert wrong.status_code == 400 and b"That code is not valid" in wrong.content
-    done = flow.client.post("/oauth2/mfa", {"rid": rid, "code": code(patient.user, 1)})
+    done = flow.client.post("/oauth2/mfa", {"code": code(patient.user, 1)})
     assert done.status_code == 302
     response = flow.follow(done)
     assert response["Location"].startswith(REDIRECT_URI)
@@ -236,15 +243,15 @@ def test_html_sign_in_asks_for_the_code(flow, patient, enrolled):
 
 
 def test_html_sign_in_with_a_recovery_code(flow, patient, enrolled):
-    rid = query(to_mfa_page(flow)["Location"])["rid"]
-    done = flow.client.post("/oauth2/mfa", {"rid": rid, "code": enrolled[3]})
+    to_mfa_page(flow)
+    done = flow.client.post("/oauth2/mfa", {"code": enrolled[3]})
     assert flow.follow(done)["Location"].startswith(REDIRECT_URI)
     assert mfa.remaining_recovery_codes(patient.user) == 9
 
 
 def test_the_resume_step_does_not_skip_the_second_factor(flow, patient, enrolled):
-    rid = query(to_mfa_page(flow)["Location"])["rid"]
-    response = flow.client.get(f"/oauth2/authorize/resume?rid={rid}")
+    to_mfa_page(flow)
+    response = flow.client.get(f"/oauth2/authorize/resume?rid={rid_of(flow)}")
     assert response["Location"].startswith("/oauth2/signin?rid=")  # still nobody signed in
 
 
@@ -254,8 +261,7 @@ def test_html_enrollment_for_an_mfa_required_project(flow, patient, oauth_projec
     response = to_mfa_page(flow)
     page = flow.client.get(response["Location"])
     assert b"Set up two-step sign-in" in page.content and b"data:image/png;base64," in page.content
-    rid = query(response["Location"])["rid"]
-    done = flow.client.post("/oauth2/mfa", {"rid": rid, "code": code(patient.user)})
+    done = flow.client.post("/oauth2/mfa", {"code": code(patient.user)})
     assert done.status_code == 200 and b"recovery codes" in done.content
     assert len(done.context["codes"]) == 10
     response = flow.follow(flow.client.get(done.context["next"]))
@@ -271,5 +277,4 @@ def test_a_previous_users_session_does_not_carry_on(client, public_client, patie
     flow = Flow(client, public_client)
     response = to_mfa_page(flow, prompt="login")
     assert "_auth_user_id" not in client.session  # Sam was signed out when Pat's second step began
-    rid = query(response["Location"])["rid"]
-    assert client.get(f"/oauth2/authorize/resume?rid={rid}")["Location"].startswith("/oauth2/signin")
+    assert client.get(f"/oauth2/authorize/resume?rid={rid_of(flow)}")["Location"].startswith("/oauth2/signin")
