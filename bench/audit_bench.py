@@ -14,8 +14,8 @@ with the ``EXPLAIN (ANALYZE, BUFFERS)`` of the page query. Then the table grows 
     .venv/bin/python bench/audit_bench.py --events 50000 --json         # 50k then 500k
 
 Flat means: each search's median after the growth within 20% of before, and the plans reading
-about the same number of pages (``shared hit``/``read``). ``total`` is counted up to 10,100 matches
-(the deepest reachable page), so a project with millions of events still costs one bounded scan.
+about the same number of pages (``shared hit``/``read``). ``total`` is counted up to 1,000 matches
+(then left out), so a project with millions of events still costs one bounded scan.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def insert_events(projects: list[str], start: int, stop: int) -> float:
         INSERT INTO {table} (recorded, event_type, outcome, reason, operator_reason, project_id, actor_user,
             actor_membership, actor_profile, actor_client, actor_display, subject, subject_display, remote_addr,
             user_agent, request_id, detail)
-        SELECT now() - ((g * 7919) %% 525600) * interval '1 minute',
+        SELECT now() - ((g::bigint * 7919) %% 525600) * interval '1 minute',
                (%s::text[])[1 + g %% %s],
                CASE WHEN g %% 17 = 0 THEN 4 ELSE 0 END, '', '',
                (%s::uuid[])[1 + g %% {PROJECTS}],
@@ -146,6 +146,72 @@ def _indexes(node: dict[str, Any]) -> set[str]:
     return found
 
 
+def token_path(blocks: int, per_block: int) -> dict[str, Any]:
+    """``client_credentials`` and ``refresh_token`` through Django in process, with and without the
+    token events (``AUDIT_TOKEN_EVENTS``), in alternating blocks so drift hits both alike. CPU is
+    this process's (``time.process_time``: the app's Python and the driver's share of the database
+    round trips), wall includes PostgreSQL's side."""
+    import base64
+    import secrets as random_secrets
+    from datetime import timedelta as delta
+
+    from django.conf import settings
+    from django.test import Client, override_settings
+    from django.utils import timezone
+
+    from medplum_auth import services
+    from medplum_auth.models import Login
+    from medplum_auth.oauth2_validators import token_digest
+
+    project = services.create_project(f"Audit token bench {timezone.now():%H%M%S%f}")
+    backend, secret = services.create_client(project, "Token bench backend")
+    spa, _ = services.create_client(project, "Token bench SPA", public=True,
+                                    redirect_uris=["http://127.0.0.1:8888/callback"])
+    user = services.invite_member(project, f"tok.{random_secrets.token_hex(4)}@example.org", profile_type="Patient",
+                                  first_name="T", last_name="P").membership
+    basic = "Basic " + base64.b64encode(f"{backend.client_id}:{secret}".encode()).decode()
+    http = Client(HTTP_HOST="127.0.0.1")
+
+    def refresh_tokens(n: int) -> list[str]:
+        now = timezone.now()
+        values = [random_secrets.token_urlsafe(32) for _ in range(n)]
+        Login.objects.bulk_create([Login(user=user.user, client=spa, project=project, membership=user,
+                                         auth_time=now, granted_at=now, scope="openid offline_access",
+                                         refresh_digest=token_digest(v), refresh_expires_at=now + delta(days=1))
+                                   for v in values])
+        return values
+
+    def run(grant: str, events: bool) -> tuple[float, float]:
+        tokens = refresh_tokens(per_block) if grant == "refresh_token" else []
+        with override_settings(MEDPLUM_AUTH={**settings.MEDPLUM_AUTH, "AUDIT_TOKEN_EVENTS": events}):
+            cpu, wall = time.process_time(), time.perf_counter()
+            for n in range(per_block):
+                if grant == "client_credentials":
+                    response = http.post("/oauth2/token", "grant_type=client_credentials&scope=system%2F*.rs",
+                                         content_type="application/x-www-form-urlencoded",
+                                         HTTP_AUTHORIZATION=basic)
+                else:
+                    response = http.post("/oauth2/token", f"grant_type=refresh_token&refresh_token={tokens[n]}"
+                                         f"&client_id={spa.client_id}",
+                                         content_type="application/x-www-form-urlencoded")
+                assert response.status_code == 200, response.content
+            return ((time.process_time() - cpu) * 1000 / per_block, (time.perf_counter() - wall) * 1000 / per_block)
+
+    results: dict[str, Any] = {}
+    for grant in ("client_credentials", "refresh_token"):
+        run(grant, True), run(grant, False)  # warm-up
+        samples: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        for block in range(blocks):
+            for events in ((True, False) if block % 2 else (False, True)):
+                samples[events].append(run(grant, events))
+        on_cpu, off_cpu = (statistics.median(c for c, _ in samples[e]) for e in (True, False))
+        on_wall, off_wall = (statistics.median(w for _, w in samples[e]) for e in (True, False))
+        results[grant] = {"cpu_ms_without": round(off_cpu, 3), "cpu_ms_with": round(on_cpu, 3),
+                          "cpu_ratio": round(on_cpu / off_cpu, 3), "wall_ms_without": round(off_wall, 3),
+                          "wall_ms_with": round(on_wall, 3), "wall_ratio": round(on_wall / off_wall, 3)}
+    return results
+
+
 def table_size() -> dict[str, Any]:
     from django.db import connection
 
@@ -163,6 +229,8 @@ def main() -> None:
     parser.add_argument("--growth", type=int, default=10)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--token-blocks", type=int, default=8, help="alternating blocks per grant (0: skip)")
+    parser.add_argument("--token-requests", type=int, default=200, help="token requests per block")
     args = parser.parse_args()
     prepare_django(args)
     from django.db import connection
@@ -171,6 +239,9 @@ def main() -> None:
         sys.exit("audit_bench needs PostgreSQL")
     seeded = seed()
     report: dict[str, Any] = {"events": args.events, "growth": args.growth, "requests": args.requests}
+    if args.token_blocks:
+        log(f"token path: {args.token_blocks} blocks of {args.token_requests} requests per grant, events on/off")
+        report["token_path"] = token_path(args.token_blocks, args.token_requests)
     log(f"inserting {args.events:,} events")
     report["insert_s"] = round(insert_events(seeded["projects"], 0, args.events), 1)
     report["before"] = {"table": table_size(), "searches": measure(seeded["token"], args.requests)}
@@ -184,6 +255,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
+    for grant, row in report.get("token_path", {}).items():
+        print(f"token path {grant:<20} CPU {row['cpu_ms_without']} → {row['cpu_ms_with']} ms ({row['cpu_ratio']}×), "
+              f"wall {row['wall_ms_without']} → {row['wall_ms_with']} ms ({row['wall_ratio']}×)")
     print(f"\nAuditEvent search, {args.events:,} → {grown:,} security events "
           f"({report['before']['table']['total_size_mb']} → {report['after']['table']['total_size_mb']} MB)")
     print(f"{'search':<14}{'before ms':>10}{'after ms':>10}{'ratio':>7}{'total':>9}  "
