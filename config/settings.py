@@ -169,6 +169,12 @@ MEDPLUM_AUTH = {
 }
 if os.environ.get("MEDPLUM_CLIENT_SECRET_DIGEST_KEY"):
     MEDPLUM_AUTH["CLIENT_SECRET_DIGEST_KEY"] = os.environ["MEDPLUM_CLIENT_SECRET_DIGEST_KEY"]
+if os.environ.get("MEDPLUM_TRUSTED_PROXY_HEADER"):
+    MEDPLUM_AUTH["TRUSTED_PROXY_HEADER"] = os.environ["MEDPLUM_TRUSTED_PROXY_HEADER"]
+if os.environ.get("MEDPLUM_AUDIT_RETENTION_DAYS"):
+    MEDPLUM_AUTH["AUDIT_RETENTION_DAYS"] = int(os.environ["MEDPLUM_AUDIT_RETENTION_DAYS"])
+if os.environ.get("MEDPLUM_AUDIT_TOKEN_EVENTS") == "0":
+    MEDPLUM_AUTH["AUDIT_TOKEN_EVENTS"] = False
 
 CORS_ALLOWED_ORIGINS: list[str] = env_list("CORS_ALLOWED_ORIGINS")
 # RFC 9700 §2.6: CORS MUST NOT be supported at the authorization endpoint (nor our sign-in pages).

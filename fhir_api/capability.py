@@ -98,6 +98,21 @@ def capability_statement() -> dict[str, Any]:
                                  if p.type == "reference" and p.target in (None, resource_type)],
             "searchParam": search_params,
         })
+    from .audit_events import SEARCH_PARAMS as AUDIT_SEARCH_PARAMS
+
+    resources.append({  # read-only, for project admins: built from medplum_auth's security events
+        "type": "AuditEvent",
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
+        "versioning": "no-version",
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchInclude": [],
+        "searchRevInclude": [],
+        "searchParam": [{"name": name, "type": kind} for name, kind in AUDIT_SEARCH_PARAMS.items()],
+    })
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from . import launch, views
+from . import audit_views, launch, views
 
 app_name = "fhir_api"
 
@@ -15,6 +15,8 @@ urlpatterns = [
     path(".well-known/smart-styles.json", launch.smart_styles, name="smart-styles"),
     path("fhir/R4/.well-known/smart-styles.json", launch.smart_styles, name="fhir-smart-styles"),
     path("fhir/R4/metadata", views.MetadataView.as_view(), name="metadata"),
+    path("fhir/R4/AuditEvent", audit_views.AuditEventTypeView.as_view(), name="audit-events"),
+    re_path(rf"^fhir/R4/AuditEvent/{ID}$", audit_views.AuditEventInstanceView.as_view(), name="audit-event"),
     re_path(rf"^fhir/R4/{TYPE}$", views.TypeView.as_view(), name="type"),
     re_path(rf"^fhir/R4/{TYPE}/{ID}$", views.InstanceView.as_view(), name="instance"),
     re_path(rf"^fhir/R4/{TYPE}/{ID}/_history$", views.HistoryView.as_view(), name="history"),

@@ -56,6 +56,7 @@ from .models import (
     Login,
     Project,
     ProjectMembership,
+    SecurityEvent,
     SigningKey,
     TotpDevice,
     WebAuthnCredential,
@@ -609,3 +610,25 @@ class WebAuthnCredentialAdmin(ViewOnlyAdmin):
     fields = list_display = ("user", "name", "sign_count", "created", "last_used_at")
     readonly_fields = fields
     search_fields = ("user__email", "name")
+
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(ViewOnlyAdmin):
+    """The audit trail, read-only (``medplum_prune_audit`` alone deletes, after the retention period).
+
+    Unlike the Project Admin's Audit log it shows the operator's reason of a failed sign-in
+    (unknown email, wrong password, inactive user).
+    """
+
+    fields = ("id", "recorded", "event_type", "outcome", "reason", "operator_reason", "project", "actor_display",
+              "actor_user", "actor_membership", "actor_profile", "actor_client", "subject", "subject_display",
+              "remote_addr", "user_agent", "request_id", "detail")
+    readonly_fields = fields
+    list_display = ("recorded", "event_type", "outcome", "reason", "project", "actor_display", "subject",
+                    "remote_addr", "request_id")
+    list_filter = ("event_type", "outcome", "project")
+    list_select_related = ("project",)
+    search_fields = ("=request_id", "=subject", "=actor_user", "=actor_client", "actor_display")
+    date_hierarchy = "recorded"
+    show_full_result_count = False  # a COUNT(*) over the whole trail on every page is slow at scale

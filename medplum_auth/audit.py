@@ -242,3 +242,35 @@ def _failure_cause(email: str) -> str:
     if len(users) != 1:
         return "unknown_email" if not users else "ambiguous_email"
     return "wrong_password" if users[0].is_active else "inactive_user"
+
+
+PRUNE_BATCH = 10_000
+
+
+def retention_days() -> int | None:
+    """``AUDIT_RETENTION_DAYS`` checked: a positive integer, or ``None`` (keep forever)."""
+    days = auth_settings.AUDIT_RETENTION_DAYS
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ValueError("AUDIT_RETENTION_DAYS must be a positive number of days or None.")
+    return days
+
+
+def prune(older_than_days: int) -> int:
+    """Delete the events recorded more than ``older_than_days`` days ago; return how many.
+
+    In batches of :data:`PRUNE_BATCH` by primary key, so a first run over years of events does not
+    hold one huge DELETE (the ``recorded`` index finds them).
+    """
+    from datetime import timedelta
+
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted = 0
+    while True:
+        ids = list(SecurityEvent.objects.filter(recorded__lt=cutoff).order_by().values_list("pk", flat=True)
+                   [:PRUNE_BATCH])
+        if not ids:
+            return deleted
+        count, _ = SecurityEvent.objects.filter(pk__in=ids).delete()
+        deleted += count

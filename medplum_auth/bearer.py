@@ -64,7 +64,7 @@ def authenticate(token: str) -> AccessContext:
 @cache
 def _bearer_fields() -> tuple[str, ...]:
     user_model = get_user_model()
-    user_fields = {"is_active", "email", "first_name", "last_name", user_model.USERNAME_FIELD}
+    user_fields = {"is_active", "is_superuser", "email", "first_name", "last_name", user_model.USERNAME_FIELD}
     present = {field.name for field in user_model._meta.concrete_fields}
     return (
         "id", "user", "client", "project", "membership", "launch", "scope", "auth_method", "auth_time",
@@ -73,7 +73,7 @@ def _bearer_fields() -> tuple[str, ...]:
         "project__active", "project__name",
         "client__client_id", "client__name", "client__status", "client__project", "client__access_policy",
         "client__access_policy__resources", "client__access_policy__project",
-        "membership__active", "membership__profile_type", "membership__profile_id",
+        "membership__active", "membership__admin", "membership__profile_type", "membership__profile_id",
         "membership__profile_display", "membership__access_parameters", "membership__access_policy",
         "membership__project", "membership__user",
         "membership__access_policy__resources", "membership__access_policy__project",

@@ -565,8 +565,10 @@ class SecurityEvent(models.Model):
     operator_reason = models.CharField(
         _("operator reason"), max_length=64, blank=True,
         help_text=_("Precise cause (e.g. unknown email); shown only in the Django admin, never to project admins."))
-    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, null=True, blank=True,
-                                related_name="+", verbose_name=_("project"))
+    # No constraint (events outlive what they name) and no index of its own: every index below starts
+    # with the project, and each one is one more write on the token path.
+    project = models.ForeignKey(Project, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False,
+                                null=True, blank=True, related_name="+", verbose_name=_("project"))
     actor_user = models.CharField(_("user id"), max_length=64, blank=True)
     actor_membership = models.CharField(_("membership id"), max_length=64, blank=True)
     actor_profile = models.CharField(_("profile"), max_length=128, blank=True, help_text=_("e.g. Practitioner/<id>"))
@@ -587,7 +589,9 @@ class SecurityEvent(models.Model):
             models.Index(fields=["project", "event_type", "recorded"], name="medplum_event_type"),
             models.Index(fields=["project", "subject"], name="medplum_event_subject"),
             models.Index(fields=["project", "actor_user"], name="medplum_event_user"),
-            models.Index(fields=["recorded"], name="medplum_event_recorded"),
+            # Failures only (a partial index: successful events, the token path's, never touch it).
+            models.Index(fields=["project", "recorded"], condition=models.Q(outcome__gt=0),
+                         name="medplum_event_failures"),
         ]
 
     def __str__(self) -> str:

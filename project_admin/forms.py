@@ -194,3 +194,35 @@ class PreviewForm(forms.Form):
 
     def request_lines(self) -> list[str]:
         return [line.strip() for line in (self.cleaned_data.get("requests") or "").splitlines() if line.strip()]
+
+
+class AuditFilterForm(forms.Form):
+    """Filters of the Audit log page (a GET form: bookmarkable, writes nothing)."""
+
+    OUTCOMES = [("", _("Any outcome")), ("success", _("Success")), ("failure", _("Failure"))]
+
+    event_type = forms.ChoiceField(label=_("Event"), required=False)
+    outcome = forms.ChoiceField(label=_("Outcome"), choices=OUTCOMES, required=False)
+    actor = forms.CharField(label=_("Actor or email"), required=False, max_length=255,
+                            help_text=_("Part of an email or name, or a reference like Practitioner/123."))
+    since = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(label=_("To (inclusive)"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        from medplum_auth.models import SecurityEventType
+
+        super().__init__(*args, **kwargs)
+        self.fields["event_type"].choices = [("", _("Any event")), *SecurityEventType.choices]
+
+    def clean_actor(self) -> str:
+        actor = self.cleaned_data["actor"].strip()
+        if any(ord(char) < 32 for char in actor):
+            raise forms.ValidationError(_("Enter text without control characters."))
+        return actor
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            self.add_error("until", _("The end date is before the start date."))
+        return data

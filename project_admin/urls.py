@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .views import auth, base, clients, members, policies, sessions
+from .views import audit, auth, base, clients, members, policies, sessions
 
 app_name = "project_admin"
 
@@ -45,4 +45,6 @@ urlpatterns = [
     path(P + "sessions/<uuid:pk>/revoke/", sessions.SessionRevokeView.as_view(), name="session-revoke"),
     path(P + "sessions/user/<str:user_id>/revoke/", sessions.SessionRevokeUserView.as_view(),
          name="session-revoke-user"),
+    # Audit log
+    path(P + "audit/", audit.AuditLogView.as_view(), name="audit"),
 ]

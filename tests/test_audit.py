@@ -135,3 +135,21 @@ def test_mfa_and_password_reset_codes_are_defined_for_later_callers():
     codes = set(SecurityEventType.values)
     assert {"mfa.enrolled", "mfa.verified", "mfa.failed", "mfa.disabled",
             "password_reset.requested", "password_reset.completed"} <= codes
+
+
+def test_django_admin_is_read_only_and_shows_the_operator_reason(client, project):
+    from django.urls import reverse
+
+    root = UserFactory(is_superuser=True, is_staff=True)
+    client.force_login(root)
+    event = audit.record(SecurityEventType.SIGNIN_FAILED, project=project, reason="invalid_credentials",
+                         operator_reason="unknown_email", actor_display="eve@example.org")
+    listing = client.get(reverse("admin:medplum_auth_securityevent_changelist"))
+    assert listing.status_code == 200 and b"eve@example.org" in listing.content
+    page = client.get(reverse("admin:medplum_auth_securityevent_change", args=[event.pk]))
+    assert page.status_code == 200 and b"unknown_email" in page.content
+    assert b'name="_save"' not in page.content
+    assert client.get(reverse("admin:medplum_auth_securityevent_add")).status_code == 403
+    assert client.post(reverse("admin:medplum_auth_securityevent_delete", args=[event.pk]),
+                       {"post": "yes"}).status_code == 403
+    assert SecurityEvent.objects.filter(pk=event.pk).exists()

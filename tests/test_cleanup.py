@@ -48,8 +48,8 @@ def test_cleanup_deletes_only_dead_old_logins(project):
     out = StringIO()
     call_command("medplum_cleanup", "--json", stdout=out)
 
-    assert json.loads(out.getvalue()) == {"deleted": {"logins": 3, "client_assertions": 1, "launches": 1},
-                                          "days": 30}
+    assert json.loads(out.getvalue()) == {
+        "deleted": {"logins": 3, "client_assertions": 1, "launches": 1, "audit_events": 0}, "days": 30}
     assert list(LaunchContext.objects.values_list("pk", flat=True)) == [new_launch.pk]
     remaining = set(Login.objects.values_list("pk", flat=True))
     assert remaining == {old_live_refresh.pk, recent.pk}

@@ -90,7 +90,7 @@ class ProjectHomeView(ProjectAdminView):
         return HttpResponseRedirect(self.url("clients"))
 
 
-SECTIONS = ("clients", "policies", "members", "sessions")
+SECTIONS = ("clients", "policies", "members", "sessions", "audit")
 
 
 class SwitchProjectView(ProjectAdminView):

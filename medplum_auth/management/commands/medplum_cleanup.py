@@ -7,14 +7,15 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from medplum_auth import logins
+from medplum_auth import audit, logins
 from medplum_auth.conf import auth_settings
 from medplum_auth.management.base import MedplumCommand
 
 
 class Command(MedplumCommand):
     help = ("Delete logins whose tokens have all expired (or that were revoked) more than --days ago, "
-            "and expired private_key_jwt jti records. Safe to run from cron.")
+            "expired private_key_jwt jti records, and security events older than AUDIT_RETENTION_DAYS. "
+            "Safe to run from cron.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--days", type=int, default=30,
@@ -25,4 +26,11 @@ class Command(MedplumCommand):
         longest_access = int(auth_settings.ACCESS_TOKEN_LIFETIME)
         if days < 1 or days * 86400 < longest_access:
             raise CommandError(f"--days must be at least 1 and cover the access token lifetime ({longest_access} s).")
-        return {"deleted": logins.purge(timedelta(days=days)), "days": days}
+        deleted = logins.purge(timedelta(days=days))
+        try:
+            retention = audit.retention_days()
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if retention is not None:
+            deleted["audit_events"] = audit.prune(retention)
+        return {"deleted": deleted, "days": days}
