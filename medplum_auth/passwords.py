@@ -25,9 +25,9 @@ from django.utils.encoding import force_bytes
 from django.utils.http import base36_to_int, urlsafe_base64_decode, urlsafe_base64_encode
 from django.views.decorators.debug import sensitive_variables
 
-from . import revocation, throttle
+from . import audit, revocation, throttle
 from .conf import auth_settings
-from .models import Login
+from .models import Login, ProjectMembership
 
 log = logging.getLogger("medplum_auth.audit")
 
@@ -98,7 +98,15 @@ def reset_counters(email: str, remote_addr: str | None) -> list[throttle.Counter
     ]
 
 
-def request_reset(email: str) -> Callable[[], None]:
+def _record(event_type: str, user: Any, request: Any = None, **kwargs: Any) -> None:
+    """One event per project the user belongs to, so each project's admins see it."""
+    projects = list(ProjectMembership.objects.filter(user=user).values_list("project_id", flat=True).distinct())
+    for project in projects or [None]:
+        audit.record(event_type, request=request, project=project, user=user, subject=f"User/{user.pk}",
+                     subject_display=getattr(user, "email", ""), **kwargs)
+
+
+def request_reset(email: str, request: Any = None) -> Callable[[], None]:
     """Look the email up now; return the delivery step to run once the answer has been sent.
 
     The caller answers the same way whatever this finds, and runs the returned step after the
@@ -114,7 +122,11 @@ def request_reset(email: str) -> Callable[[], None]:
 
     def deliver() -> None:
         if user is None:
-            log.info("password reset requested for an unknown or unusable email")
+            # Recorded after the answer too: an unknown email costs the same before it.
+            audit.record(audit.EventType.PASSWORD_RESET_REQUESTED, request=request, client=None, user=None,
+                         actor_display="", subject_display=email.lower()[:255], outcome=audit.Outcome.MINOR_FAILURE,
+                         reason=audit.INVALID_CREDENTIALS, operator_reason="unknown_email",
+                         message="password reset requested for an unknown or unusable email")
             return
         context = {"user": user, "url": reset_url(user), "issuer": auth_settings.ISSUER,
                    "lifetime_minutes": int(auth_settings.PASSWORD_RESET_LIFETIME) // 60}
@@ -125,7 +137,8 @@ def request_reset(email: str) -> Callable[[], None]:
         except Exception:  # the answer is already sent: log, never raise into the server
             log.exception("password reset email failed user=%s", user.pk)
             return
-        log.info("password reset link sent user=%s", user.pk)
+        _record(audit.EventType.PASSWORD_RESET_REQUESTED, user, request,
+                message=f"password reset link sent user={user.pk}")
 
     return deliver
 
@@ -144,5 +157,6 @@ def set_password(user: Any, password: str, *, reason: str, keep_login: Login | N
     if keep_login is not None:
         logins = logins.exclude(pk=keep_login.pk)
     count, _now = revocation.revoke(logins, reason)
-    log.info("password set user=%s reason=%s logins_revoked=%d", user.pk, reason, count)
+    _record(audit.EventType.PASSWORD_RESET_COMPLETED, user, detail={"reason": reason, "logins_revoked": count},
+            message=f"password set user={user.pk} reason={reason} logins_revoked={count}")
     return count

@@ -332,7 +332,7 @@ class ResetPasswordView(View):
         if wait is not None:
             return too_many("Too many password reset requests. Try again later.", wait)
         throttle.record_failure(counters)
-        response = JsonResponseThen(ALL_OK, after=passwords.request_reset(email))
+        response = JsonResponseThen(ALL_OK, after=passwords.request_reset(email, request))
         response["Cache-Control"] = "no-store"
         return response
 

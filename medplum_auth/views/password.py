@@ -92,7 +92,7 @@ class ForgotPasswordView(View):
         throttle.record_failure(counters)
         if authorization.load(request, rid) is not None:
             request.session[RESUME_KEY] = rid
-        deliver = passwords.request_reset(email)
+        deliver = passwords.request_reset(email, request)
         content = render_to_string("medplum_auth/password_reset_sent.html", {
             "email": email, "lifetime_minutes": int(auth_settings.PASSWORD_RESET_LIFETIME) // 60,
         }, request)

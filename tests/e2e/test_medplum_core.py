@@ -91,3 +91,27 @@ def test_medplum_core_embedded_login(seed, run_node):
     patch_calls = [c["status"] for c in out["calls"] if c["method"] == "PATCH"]
     assert patch_calls == [200, 422]
     assert all(c["path"] == f"/fhir/R4/Patient/{membership.profile_id}" for c in out["calls"] if c["method"] == "PATCH")
+
+
+@pytest.mark.spec("Medplum embedded login with MFA: startLogin → mfaRequired → auth/mfa/verify → processCode")
+def test_medplum_core_login_with_an_authenticator_app(seed, run_node):
+    import pyotp
+
+    from medplum_auth import mfa
+    from medplum_auth.models import Login
+
+    data = seed()
+    user = data.membership.user
+    secret = mfa.start_totp(user).secret
+    mfa.confirm_totp(user, pyotp.TOTP(secret).now())
+    out = run_node("medplum-mfa.mjs", data, E2E_TOTP_SECRET=secret)
+    assert out["login_response"] == {"login": out["login_response"]["login"], "mfaRequired": True,
+                                     "mfaMethods": ["totp"]}
+    assert out["wrong_code"] == {"name": "OperationOutcomeError", "message": "Invalid token (token)"}
+    assert out["verified_keys"] == ["code", "login"]
+    assert out["profile"] == {"resourceType": "Patient", "id": data.membership.profile_id}
+    assert out["access_token_login_id"] == out["login_response"]["login"]
+    login = Login.objects.get(pk=out["login_response"]["login"])
+    assert login.amr == "pwd otp mfa" and login.granted_at is not None and not login.awaiting_mfa
+    assert [(c["method"], c["path"], c["status"]) for c in out["calls"]][:3] == [
+        ("POST", "/auth/login", 200), ("POST", "/auth/mfa/verify", 400), ("POST", "/auth/mfa/verify", 200)]

@@ -97,7 +97,18 @@ def test_unknown_email_gets_the_same_answer_no_email_and_the_same_queries(client
     assert (known.status_code, known.content) == (unknown.status_code, unknown.content)
     assert sorted(k for k, _v in known.items()) == sorted(k for k, _v in unknown.items())
     assert len(mail.outbox) == 1
-    assert len(known_queries) == len(unknown_queries) == 1  # the user lookup, and nothing else
+    # Before the answer: the user lookup alone, for both. After it (HttpResponse.close, which the
+    # test client runs inside the capture): the audit trail's event, known or not.
+    assert "INSERT" not in known_queries[0]["sql"] and "INSERT" not in unknown_queries[0]["sql"]
+    assert [q["sql"].split()[0] for q in unknown_queries] == ["SELECT", "INSERT"]
+    assert [q["sql"].split()[0] for q in known_queries] == ["SELECT", "SELECT", "INSERT"]
+    from medplum_auth.models import SecurityEvent
+
+    known_event, unknown_event = SecurityEvent.objects.filter(event_type="password_reset.requested").order_by("id")
+    assert (known_event.project_id, known_event.actor_user, known_event.outcome) == (
+        patient.project_id, str(patient.user_id), 0)
+    assert (unknown_event.project_id, unknown_event.actor_user, unknown_event.reason,
+            unknown_event.operator_reason) == (None, "", "invalid_credentials", "unknown_email")
 
 
 def test_the_email_is_sent_after_the_answer(patient):
@@ -204,6 +215,20 @@ def test_a_link_works_once(client, patient):
                    BAD_LINK, expression="secret")
     patient.user.refresh_from_db()
     assert patient.user.check_password(NEW_PASSWORD)
+
+
+def test_reset_and_set_password_are_in_the_audit_trail(client, patient, oauth_project):
+    from medplum_auth.models import SecurityEvent
+
+    _url, link_id, secret = reset_link()
+    assert post_json(client, "/auth/setpassword", {"id": link_id, "secret": secret,
+                                                   "password": NEW_PASSWORD}).status_code == 200
+    requested = SecurityEvent.objects.get(event_type="password_reset.requested")
+    completed = SecurityEvent.objects.get(event_type="password_reset.completed")
+    for event in (requested, completed):
+        assert (event.project_id, event.subject, event.outcome) == (oauth_project.pk, f"User/{patient.user_id}", 0)
+    assert completed.detail == {"reason": "password_reset", "logins_revoked": 0}
+    assert NEW_PASSWORD not in str(completed.detail) and secret not in str(requested.detail)
 
 
 def test_a_new_password_spends_every_earlier_link(client, patient):
