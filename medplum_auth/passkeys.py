@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import webauthn
 from django.utils import timezone
 from webauthn.helpers import bytes_to_base64url
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
+from webauthn.helpers.exceptions import WebAuthnException
 from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     PublicKeyCredentialDescriptor,
@@ -76,7 +76,7 @@ def register(user: Any, credential: Any, challenge: str, name: str = "") -> tupl
         verified = webauthn.verify_registration_response(
             credential=_parse(credential), expected_challenge=webauthn.base64url_to_bytes(challenge),
             expected_rp_id=rp_id(), expected_origin=expected_origin())
-    except (InvalidRegistrationResponse, ValueError, TypeError, KeyError) as exc:
+    except (WebAuthnException, ValueError, TypeError, KeyError) as exc:
         raise mfa.MfaError("The security key could not be registered.") from exc
     credential_id = bytes_to_base64url(verified.credential_id)
     if WebAuthnCredential.objects.filter(credential_id=credential_id).exists():
@@ -115,7 +115,7 @@ def authenticate(user: Any, credential: Any, challenge: str) -> str:
                 expected_rp_id=rp_id(), expected_origin=expected_origin(),
                 credential_public_key=webauthn.base64url_to_bytes(key.public_key),
                 credential_current_sign_count=key.sign_count)
-        except (InvalidAuthenticationResponse, ValueError, TypeError, KeyError):
+        except (WebAuthnException, ValueError, TypeError, KeyError):
             return None
         # The counter must move forward (a conditional update also settles two racing answers).
         moved = WebAuthnCredential.objects.filter(pk=key.pk, sign_count=key.sign_count).update(

@@ -7,7 +7,7 @@ has passed the password" (no Django login yet) and ``/oauth2/mfa`` asks for the 
 recovery code or a security key (or, for a member of an MFA-required project, has them enroll an
 authenticator app), then signs them in and goes on to where they were going.
 
-``/oauth2/account`` lets a signed-in user turn on an authenticator app, register or remove
+``/oauth2/account/security`` lets a signed-in user turn on an authenticator app, register or remove
 security keys and make new recovery codes.
 """
 
@@ -152,7 +152,8 @@ class AccountSignInView(View):
 
     def next_url(self) -> str:
         request = self.request
-        return safe_next(request, request.POST.get("next") or request.GET.get("next"), reverse("medplum_auth:account"))
+        return safe_next(request, request.POST.get("next") or request.GET.get("next"),
+                         reverse("medplum_auth:account-security"))
 
     def get(self, request: HttpRequest) -> HttpResponse:
         return render(request, self.template_name, {"next": self.next_url()})
@@ -171,8 +172,8 @@ class AccountSignInView(View):
 
 
 @method_decorator([auth_page, csrf_protect, sensitive_post_parameters("code")], name="dispatch")
-class AccountView(View):
-    """``/oauth2/account``: the signed-in user's second factors.
+class SecurityView(View):
+    """``/oauth2/account/security``: the signed-in user's second factors.
 
     Actions (``POST action=…``): ``totp-enroll`` (code), ``totp-disable`` (a current code),
     ``recovery-codes`` (new ones), ``key-remove`` (key id). Security keys are added through
@@ -184,7 +185,7 @@ class AccountView(View):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
             signin = reverse("medplum_auth:account-signin")
-            return HttpResponseRedirect(f"{signin}?next={reverse('medplum_auth:account')}")
+            return HttpResponseRedirect(f"{signin}?next={reverse('medplum_auth:account-security')}")
         return super().dispatch(request, *args, **kwargs)
 
     def page(self, status: int = 200, **extra: Any) -> HttpResponse:
@@ -236,7 +237,7 @@ class AccountView(View):
 @method_decorator([auth_page, csrf_protect], name="dispatch")
 class AccountWebAuthnView(View):
     """``GET``: options for ``navigator.credentials.create()``; ``POST`` (``credential``, ``name``):
-    register the key. For the signed-in user of ``/oauth2/account``."""
+    register the key. For the signed-in user of ``/oauth2/account/security``."""
 
     CHALLENGE_KEY = "medplum_auth_webauthn_registration"
 
@@ -252,7 +253,7 @@ class AccountWebAuthnView(View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         challenge = request.session.pop(self.CHALLENGE_KEY, "")
-        account = AccountView(request=request)
+        account = SecurityView(request=request)
         if not challenge:
             return account.page(status=400, error="Start adding the security key again.")
         try:

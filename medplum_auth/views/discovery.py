@@ -42,7 +42,7 @@ def metadata() -> dict[str, Any]:
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "ES256", "ES384"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "profile", "email", "fhirUser", "offline_access", "online_access"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "name",
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "amr", "nonce", "at_hash", "name",
                              "given_name", "family_name", "preferred_username", "email", "email_verified",
                              "profile", "fhirUser"],
         "prompt_values_supported": ["none", "login", "consent"],

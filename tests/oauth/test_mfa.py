@@ -14,8 +14,8 @@ from django.utils import timezone
 from medplum_auth import mfa
 from medplum_auth.keys import decrypt_secret
 from medplum_auth.models import Login, RecoveryCode, SecurityEvent, TotpDevice
-from tests.oauth.conftest import REDIRECT_URI, Flow, id_token_claims, query
-from tests.oauth.test_auth_api import assert_outcome, login_body, pkce, post_json, redeem  # noqa: F401 - fixture
+from tests.oauth.conftest import REDIRECT_URI, Flow, id_token_claims, pkce_pair, query
+from tests.oauth.test_auth_api import assert_outcome, login_body, post_json, redeem
 
 pytestmark = [pytest.mark.django_db, pytest.mark.spec("issue: MFA (TOTP, recovery codes)")]
 
@@ -26,6 +26,11 @@ def secret_of(user: Any) -> str:
 
 def code(user: Any, offset: int = 0) -> str:
     return pyotp.TOTP(secret_of(user)).at(timezone.now(), counter_offset=offset)
+
+
+@pytest.fixture
+def pkce() -> tuple[str, str]:
+    return pkce_pair()
 
 
 @pytest.fixture
@@ -275,6 +280,84 @@ def test_a_previous_users_session_does_not_carry_on(client, public_client, patie
     MembershipFactory(project=patient.project, user=other, profile_type="Patient")
     client.force_login(other)
     flow = Flow(client, public_client)
-    response = to_mfa_page(flow, prompt="login")
+    to_mfa_page(flow, prompt="login")
     assert "_auth_user_id" not in client.session  # Sam was signed out when Pat's second step began
     assert client.get(f"/oauth2/authorize/resume?rid={rid_of(flow)}")["Location"].startswith("/oauth2/signin")
+
+
+# --- the security page ------------------------------------------------------------------------------
+
+@pytest.fixture
+def signed_in(client, patient):
+    client.force_login(patient.user)
+    return client
+
+
+def test_security_page_needs_a_signed_in_user(client):
+    response = client.get("/oauth2/account/security")
+    assert response["Location"] == "/oauth2/account/signin?next=/oauth2/account/security"
+
+
+def test_security_page_turns_the_authenticator_app_on_and_off(signed_in, patient):
+    page = signed_in.get("/oauth2/account/security")
+    assert page.status_code == 200 and page["X-Frame-Options"] == "DENY"
+    secret = page.context["enrollment"].secret
+    wrong = signed_in.post("/oauth2/account/security", {"action": "totp-enroll", "code": "000000"})
+    assert wrong.status_code == 400 and b"That code is not valid" in wrong.content
+    on = signed_in.post("/oauth2/account/security", {"action": "totp-enroll", "code": pyotp.TOTP(secret).now()})
+    assert on.status_code == 200 and len(on.context["codes"]) == 10
+    assert mfa.factors(patient.user) == {"otp"}
+    again = signed_in.post("/oauth2/account/security", {"action": "recovery-codes"})
+    assert again.context["codes"] and set(again.context["codes"]).isdisjoint(on.context["codes"])
+    off = signed_in.post("/oauth2/account/security", {"action": "totp-disable", "code": code(patient.user, 1)})
+    assert off.status_code == 200 and mfa.factors(patient.user) == set()
+    assert [e.detail["method"] for e in events("mfa.enrolled")] == ["totp"]
+    assert [e.detail["method"] for e in events("mfa.disabled")] == ["totp"]
+
+
+def test_security_page_needs_csrf(client, patient):
+    from django.test import Client
+
+    http = Client(enforce_csrf_checks=True)
+    http.force_login(patient.user)
+    assert http.post("/oauth2/account/security", {"action": "recovery-codes"}).status_code == 403
+
+
+def test_security_page_removes_only_the_users_own_key(signed_in, patient, db):
+    from medplum_auth.models import WebAuthnCredential
+    from tests.factories import UserFactory
+
+    mine = WebAuthnCredential.objects.create(user=patient.user, credential_id="mine", public_key="x", name="Mine")
+    theirs = WebAuthnCredential.objects.create(user=UserFactory(), credential_id="theirs", public_key="x")
+    assert signed_in.post("/oauth2/account/security", {"action": "key-remove", "key": theirs.pk}).status_code == 400
+    assert WebAuthnCredential.objects.filter(pk=theirs.pk).exists()
+    assert signed_in.post("/oauth2/account/security", {"action": "key-remove", "key": mine.pk}).status_code == 200
+    assert not WebAuthnCredential.objects.filter(pk=mine.pk).exists()
+
+
+@pytest.mark.parametrize("credential", ["", "not json", "{}", '{"id": 5}', '{"id": "unknown", "response": {}}'])
+def test_bad_security_key_answers_are_refused_not_500(client, patient, credential):
+    from medplum_auth import passkeys
+    from medplum_auth.models import WebAuthnCredential
+
+    WebAuthnCredential.objects.create(user=patient.user, credential_id="known", public_key="AAAA")
+    with pytest.raises(mfa.MfaError):
+        passkeys.authenticate(patient.user, credential, "Y2hhbGxlbmdl")
+    with pytest.raises(mfa.MfaError):
+        passkeys.register(patient.user, credential, "Y2hhbGxlbmdl")
+
+
+def test_webauthn_step_without_a_pending_sign_in(client):
+    assert client.get("/oauth2/mfa/webauthn").status_code == 400
+    assert client.post("/oauth2/mfa/webauthn", {"credential": "{}"}).status_code == 400  # expired page
+    assert client.get("/oauth2/mfa").status_code == 400
+
+
+def test_webauthn_registration_options(signed_in, patient, settings):
+    import json as jsonlib
+
+    settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "ISSUER": "https://id.example.org"}
+    options = jsonlib.loads(signed_in.get("/oauth2/account/webauthn").content)
+    assert options["rp"] == {"id": "id.example.org", "name": "Medplum Auth"}
+    assert options["user"]["name"] == "pat@example.org" and options["challenge"]
+    assert signed_in.session["medplum_auth_webauthn_registration"] == options["challenge"]

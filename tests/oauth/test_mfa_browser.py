@@ -80,7 +80,7 @@ def redeem(page: Any, base: str, client_id: str, landed: str, verifier: str,
 
 
 def sign_in_on_account_page(page: Any, base: str) -> None:
-    page.goto(f"{base}/oauth2/account")
+    page.goto(f"{base}/oauth2/account/security")
     assert "/oauth2/account/signin" in page.url
     page.get_by_label("Email").fill("pat@sunrise.example")
     page.get_by_label("Password").fill(DEFAULT_PASSWORD)
@@ -93,7 +93,7 @@ def test_authenticator_app_enroll_then_sign_in_with_code(browser: Any, app: dict
     page = context.new_page()
     page.set_default_timeout(15_000)
     sign_in_on_account_page(page, base)
-    page.wait_for_url(f"{base}/oauth2/account")
+    page.wait_for_url(f"{base}/oauth2/account/security")
     shot(page, "01-account-page")
     secret = page.locator("#totp-secret").text_content().strip()  # what the QR code carries
     assert page.locator("img.qr").get_attribute("src").startswith("data:image/png;base64,")
@@ -172,7 +172,7 @@ def test_security_key_register_then_sign_in(browser: Any, app: dict[str, Any], c
         "protocol": "ctap2", "transport": "usb", "hasResidentKey": False, "hasUserVerification": True,
         "isUserVerified": True, "automaticPresenceSimulation": True}})
     sign_in_on_account_page(page, base)
-    page.wait_for_url(f"{base}/oauth2/account")
+    page.wait_for_url(f"{base}/oauth2/account/security")
     page.get_by_label("Name of the new key").fill("Virtual key")
     page.get_by_role("button", name="Add a security key").click()
     page.wait_for_selector("text=Security key “Virtual key” added.")
