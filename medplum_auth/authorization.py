@@ -196,10 +196,20 @@ def _hint_subject(hint: str) -> str | None:
         return None
 
 
+MFA_ACR = "mfa"
+
+
+def wants_mfa(pending: dict[str, Any]) -> bool:
+    """OIDC Core §3.1.2.1 ``acr_values``: the client asked for a sign-in with a second factor."""
+    return MFA_ACR in str(pending["params"].get("acr_values", "")).split()
+
+
 def needs_sign_in(request: HttpRequest, pending: dict[str, Any]) -> bool:
     params = pending["params"]
     if not request.user.is_authenticated:
         return True
+    if wants_mfa(pending) and "mfa" not in str(request.session.get(AMR_KEY, "")).split():
+        return True  # step up: this session's sign-in had no second factor
     prompt = set(params.get("prompt", "").split())
     auth_time = request.session.get(AUTH_TIME_KEY, 0)
     if "login" in prompt and auth_time < pending["started"]:

@@ -425,6 +425,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
         )
         if login.amr:
             claims["amr"] = login.amr.split()  # RFC 8176: how the user signed in (pwd, otp, hwk, mfa)
+            claims["acr"] = "mfa" if "mfa" in claims["amr"] else "pwd"  # OIDC Core §2: our acr_values_supported
         profile = login.profile
         if profile:
             claims["fhirUser"] = f"{auth_settings.fhir_base_url}/{profile}"

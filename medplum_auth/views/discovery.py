@@ -42,10 +42,13 @@ def metadata() -> dict[str, Any]:
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "ES256", "ES384"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": ["openid", "profile", "email", "fhirUser", "offline_access", "online_access"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "amr", "nonce", "at_hash", "name",
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "amr", "acr", "nonce", "at_hash", "name",
                              "given_name", "family_name", "preferred_username", "email", "email_verified",
                              "profile", "fhirUser"],
         "prompt_values_supported": ["none", "login", "consent"],
+        # acr_values=mfa asks for a sign-in with a second factor (step-up); the ID token's acr says
+        # which one happened.
+        "acr_values_supported": ["pwd", "mfa"],
         "authorization_response_iss_parameter_supported": True,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,

@@ -68,7 +68,7 @@ class _PendingLoginView(View):
         if not data.get("token"):
             return outcome("Missing token", expression="token")
         with transaction.atomic():
-            login = (Login.objects.select_for_update().select_related("user", "client", "project")
+            login = (Login.objects.select_for_update(of=("self",)).select_related("user", "client", "project")
                      .filter(pk=_uuid_or_none(data.get("login")), awaiting_mfa=True).first())
             fresh = login and login.created > timezone.now() - timedelta(seconds=PROFILE_SELECTION_SECONDS)
             if not login or not fresh or login.revoked_at or login.granted_at or not login.user.is_active:

@@ -54,7 +54,7 @@ class SignInView(_PendingMixin, View):
         # Signing in as another user than the session's flushes the session (Django's login):
         # keep this request, minus any profile or consent chosen by the previous user.
         pending = {k: v for k, v in self.pending.items() if k not in {"membership", "granted"}}
-        if mfa.required_for(user, self.client.project):
+        if mfa.required_for(user, self.client.project) or authorization.wants_mfa(self.pending):
             return begin_second_factor(request, user, _resume_url(self.rid), label=self.client.name,
                                                project=self.client.project,
                                                keep=lambda: authorization.save(request, self.rid, pending))

@@ -146,7 +146,7 @@ def standard_id_token_checks(rp: RP, body: dict[str, Any]) -> dict[str, Any]:
         assert "nonce" not in claims
     if "at_hash" in claims:
         assert claims["at_hash"] == half_hash(body["access_token"])
-    assert "acr" not in claims
+    assert claims["acr"] == "pwd" and claims["amr"] == ["pwd"]  # one of acr_values_supported; RFC 8176 amr
     for name in ("name", "given_name", "family_name", "email", "preferred_username"):
         assert name not in claims or isinstance(claims[name], str)
     if "email_verified" in claims:

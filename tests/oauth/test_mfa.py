@@ -361,3 +361,34 @@ def test_webauthn_registration_options(signed_in, patient, settings):
     assert options["rp"] == {"id": "id.example.org", "name": "Medplum Auth"}
     assert options["user"]["name"] == "pat@example.org" and options["challenge"]
     assert signed_in.session["medplum_auth_webauthn_registration"] == options["challenge"]
+
+
+# --- acr_values (OIDC Core §3.1.2.1) -----------------------------------------------------------------
+
+@pytest.mark.spec("OIDC Core §3.1.2.1 acr_values, §2 acr")
+def test_acr_values_mfa_steps_up_a_password_session(flow, patient):
+    response = flow.follow(flow.sign_in(flow.authorize()))
+    first = flow.token(query(response["Location"])["code"]).json()
+    assert id_token_claims(first["id_token"])["acr"] == "pwd"
+    # The same session, asked for mfa: the sign-in (and then the second factor) comes back.
+    flow.verifier, flow.challenge = pkce_pair()
+    again = flow.authorize(acr_values="mfa")
+    assert again["Location"].startswith("/oauth2/signin?rid=")
+    to_mfa = flow.sign_in(again)
+    assert to_mfa["Location"] == "/oauth2/mfa"
+    assert b"Set up two-step sign-in" in flow.client.get("/oauth2/mfa").content  # none enrolled: enroll now
+    done = flow.client.post("/oauth2/mfa", {"code": code(patient.user)})
+    response = flow.follow(flow.client.get(done.context["next"]))
+    tokens = flow.token(query(response["Location"])["code"]).json()
+    claims = id_token_claims(tokens["id_token"])
+    assert (claims["acr"], claims["amr"]) == ("mfa", ["pwd", "otp", "mfa"])
+    # An mfa session satisfies acr_values=mfa without asking again; prompt=none works.
+    flow.verifier, flow.challenge = pkce_pair()
+    silent = flow.authorize(acr_values="mfa", prompt="none")
+    assert silent["Location"].startswith(REDIRECT_URI) and "code=" in silent["Location"]
+
+
+def test_acr_values_mfa_with_prompt_none_and_a_password_session(flow, patient):
+    flow.follow(flow.sign_in(flow.authorize()))
+    silent = flow.authorize(acr_values="mfa", prompt="none")
+    assert silent["Location"].startswith(REDIRECT_URI) and query(silent["Location"])["error"] == "login_required"
