@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import secrets
+import time
 from typing import Any
 
 import pytest
@@ -431,3 +432,45 @@ def test_audit_event_is_valid_r4(flow, admin_api):
         AuditEvent.model_validate(resource)
 
 
+
+
+# --- second factors and passwords --------------------------------------------------------------------
+
+
+def test_second_factor_events(client, app, patient, admin_api):
+    import pyotp
+
+    from medplum_auth import mfa
+
+    secret = mfa.start_totp(patient.user).secret
+    mfa.confirm_totp(patient.user, pyotp.TOTP(secret).now())  # (the service: no event; the views record)
+    response, _ = json_login(client, app, "pat@example.org", DEFAULT_PASSWORD)
+    login = response.json()["login"]
+    wrong = client.post("/auth/mfa/verify", json.dumps({"login": login, "token": "000000"}),
+                        content_type="application/json")
+    assert wrong.status_code == 400
+    right = client.post("/auth/mfa/verify", json.dumps(
+        {"login": login, "token": pyotp.TOTP(secret).at(time.time(), counter_offset=1)}),
+        content_type="application/json")
+    assert right.status_code == 200, right.content
+    failed, verified = admin_api.one("mfa.failed"), admin_api.one("mfa.verified")
+    assert failed["outcome"] == "4" and verified["outcome"] == "0"
+    assert entity(verified) == f"Login/{login}"
+    assert f"Patient/{patient.profile_id}" in who(verified)
+
+
+def test_password_reset_events(client, patient, admin_api):
+    from django.core import mail
+
+    client.post("/auth/resetpassword", json.dumps({"email": "pat@example.org"}), content_type="application/json")
+    assert len(mail.outbox) == 1
+    requested = admin_api.one("password_reset.requested")
+    assert entity(requested) == f"User/{patient.user_id}"
+
+
+def test_a_patient_sees_no_second_factor_events(client, app, patient, backend):
+    from medplum_auth import services as svc
+
+    svc.reset_mfa(patient)
+    patient_api = AuditApi(client, mint(client=app, membership=patient, scope="openid"))
+    assert patient_api.get().status_code == 403
