@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
-from .conf import auth_settings
+from .conf import SDK_REFRESH_GRACE_PERIOD, auth_settings
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -84,3 +84,17 @@ def validate_origin(origin: str) -> None:
         raise ValidationError(_("Allowed origin %(uri)r must be scheme://host[:port] with no path."),
                               code="origin_path", params={"uri": origin})
     validate_redirect_uri(origin, "Allowed origin")
+
+
+def validate_access_token_lifetime(seconds: int | None) -> None:
+    """A client's own access-token lifetime must exceed @medplum/core's ``refreshGracePeriod``.
+
+    The SDK fetches a new token before every call while less than 300 s are left; shorter tokens
+    make it loop. Empty (``None``) and 0 mean the default ``ACCESS_TOKEN_LIFETIME``.
+    """
+    if seconds and seconds <= SDK_REFRESH_GRACE_PERIOD:
+        raise ValidationError(
+            _("Use more than %(grace)s seconds, or leave empty for the default: @medplum/core treats a token as "
+              "expired while less than its refreshGracePeriod (300 s) is left, so it would request a new token "
+              "before every call (with client credentials, in an endless loop)."),
+            code="lifetime_below_sdk_grace", params={"grace": SDK_REFRESH_GRACE_PERIOD})

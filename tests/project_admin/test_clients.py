@@ -14,7 +14,7 @@ from django.test import Client
 from medplum_auth.conf import auth_settings
 from medplum_auth.models import ClientApplication, Login
 from medplum_auth.secrets import DIGEST_PREFIX, verify_client_secret
-from medplum_auth.validators import validate_origin, validate_redirect_uri
+from medplum_auth.validators import validate_access_token_lifetime, validate_origin, validate_redirect_uri
 from tests.factories import AccessPolicyFactory, ClientApplicationFactory, MembershipFactory
 
 from .conftest import shown_secret, text, url
@@ -80,6 +80,7 @@ def test_every_bad_redirect_uri_is_reported_at_once(pa, project):
     ("jwks_uri", "http://keys.example/jwks",
      lambda: validator_message(validate_redirect_uri, "http://keys.example/jwks", "JWKS URI")),
     ("access_token_lifetime", "-5", "Ensure this value is greater than or equal to 0."),
+    ("access_token_lifetime", "300", lambda: validator_message(validate_access_token_lifetime, 300)),
     ("access_policy", "00000000-0000-0000-0000-000000000000",
      "Select a valid choice. That choice is not one of the available choices."),
 ])
@@ -269,6 +270,26 @@ def test_disabled_client_gets_invalid_client_at_once(pa, project):
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
     pa.post(url("client-status", project, client.pk), {"status": "active"})
     assert token().status_code == 200
+
+
+def test_access_token_lifetime_error_names_the_sdk_grace_period(pa, project):
+    response = create(pa, project, access_token_lifetime="120")
+    message = response.context["form"].errors["access_token_lifetime"][0]
+    assert "refreshGracePeriod (300 s)" in message and "@medplum/core" in message
+    assert create(pa, project, access_token_lifetime="301").status_code == 303
+
+
+def test_a_short_lifetime_stored_earlier_does_not_block_other_edits(pa, project):
+    client = ClientApplicationFactory(project=project, name="App", access_token_lifetime=60)
+    form = {"name": "Renamed", "description": "", "redirect_uris": "https://app.example.org/callback",
+            "access_policy": "", "authorization_grant_type": "authorization-code", "access_token_lifetime": "60",
+            "refresh_token_lifetime": "", "post_logout_redirect_uris": "", "allowed_origins": "",
+            "launch_uri": "", "jwks_uri": "", "jwks": "null", "sign_in_text": ""}
+    assert pa.post(url("client", project, client.pk), form).status_code == 303
+    changed = pa.post(url("client", project, client.pk), {**form, "access_token_lifetime": "90"})
+    assert changed.status_code == 400 and "access_token_lifetime" in changed.context["form"].errors
+    client.refresh_from_db()
+    assert (client.name, client.access_token_lifetime) == ("Renamed", 60)
 
 
 def test_delete_asks_then_deletes(pa, project):
