@@ -27,8 +27,11 @@ def validate_redirect_uri(uri: str, label: str = "Redirect URI") -> None:
     def fail(message: str, code: str) -> ValidationError:
         return ValidationError(message, code=code, params={"label": label, "uri": uri})
 
-    if not uri or any(ch.isspace() for ch in uri):
+    if not uri or uri != uri.strip():
         raise fail(_("%(label)s %(uri)r must not be empty or contain spaces."), "uri_whitespace")
+    if any(ch.isspace() for ch in uri):
+        raise fail(_("%(label)s %(uri)r contains a space. Enter one per line (a space inside a URI is "
+                     "written %%20)."), "uri_whitespace")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
@@ -52,17 +55,26 @@ def validate_redirect_uri(uri: str, label: str = "Redirect URI") -> None:
 
 
 def split_uris(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """Normalise URIs given one per line (forms), space separated (DOT) or as a list (CLI)."""
+    """URIs as entered: one per line (forms, the services) or a list (CLI); blank lines and repeats dropped.
+
+    Lines are split on line breaks only: a line with a space in it stays one (invalid) URI, so
+    ``validate_redirect_uri`` says so instead of silently registering its pieces as several URIs.
+    """
     if not value:
         return []
     if isinstance(value, str):
-        value = value.split()
+        value = value.splitlines()
     seen: list[str] = []
     for uri in value:
         uri = uri.strip()
         if uri and uri not in seen:
             seen.append(uri)
     return seen
+
+
+def stored_uris(value: str | None) -> list[str]:
+    """The URIs of a stored field: one per line as ``clean()`` writes them, or space separated (DOT's format)."""
+    return list(dict.fromkeys((value or "").split()))
 
 
 def validate_redirect_uris(uris: list[str], label: str = "Redirect URI") -> None:

@@ -61,6 +61,19 @@ def test_bad_redirect_uri_shows_the_validators_message(pa, project, uri):
     assert not ClientApplication.objects.filter(project=project).exists()
 
 
+def test_redirect_uris_on_one_line_are_refused_not_split(pa, project):
+    line = "https://app.example.org/callback https://app.example.org/other"
+    response = create(pa, project, redirect_uris=line)
+    assert response.status_code == 400
+    message = response.context["form"].errors["redirect_uris"][0]
+    assert message == validator_message(validate_redirect_uri, line)
+    assert "contains a space. Enter one per line" in message
+    assert html.escape(message) in text(response)
+    assert not ClientApplication.objects.filter(project=project).exists()
+    assert create(pa, project, redirect_uris=line.replace(" ", "\r\n")).status_code == 303
+    assert ClientApplication.objects.get(project=project).redirect_uri_list == line.split()
+
+
 def test_every_bad_redirect_uri_is_reported_at_once(pa, project):
     bad = ["http://a.example/cb", "https://b.example/cb#f"]
     response = create(pa, project, redirect_uris="\n".join(bad))
