@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .views import auth_api, discovery, oauth, session, signin, userinfo
+from .views import account, auth_api, discovery, oauth, session, signin, userinfo
 
 app_name = "medplum_auth"
 
@@ -13,6 +13,7 @@ urlpatterns = [
     path("oauth2/profile", signin.ProfileView.as_view(), name="profile"),
     path("oauth2/consent", signin.ConsentView.as_view(), name="consent"),
     path("oauth2/patient", signin.PatientView.as_view(), name="patient"),
+    path("oauth2/account", account.AccountView.as_view(), name="account"),
     path("oauth2/token", oauth.TokenView.as_view(), name="token"),
     path("oauth2/userinfo", userinfo.UserInfoView.as_view(), name="userinfo"),
     path("oauth2/logout", session.LogoutView.as_view(), name="logout"),
