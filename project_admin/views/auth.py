@@ -7,7 +7,7 @@ from django.urls import reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views.generic import TemplateView
 
-from ..forms import EmailAuthenticationForm
+from ..forms import EmailAuthenticationForm, SetPasswordForm
 from ..security import admin_page
 
 
@@ -34,6 +34,7 @@ class SetPasswordView(auth_views.PasswordResetConfirmView):
     """
 
     template_name = "project_admin/set_password.html"
+    form_class = SetPasswordForm
     success_url = reverse_lazy("project_admin:set-password-done")
     post_reset_login = False
 
