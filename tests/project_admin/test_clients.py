@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,6 +12,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
 
+from medplum_auth.access import client_policy_rule
 from medplum_auth.conf import auth_settings
 from medplum_auth.models import ClientApplication, Login
 from medplum_auth.secrets import DIGEST_PREFIX, verify_client_secret
@@ -338,6 +340,26 @@ def test_edit_client_saves_and_keeps_input_on_error(pa, project, patient_policy)
         "Renamed", "https://new.example.org/cb", patient_policy)
     assert client.client_secret == digest
     assert "status" not in bad.context["form"].fields  # status has its own buttons
+
+
+def test_client_policy_rule_reads_the_same_on_the_form_the_client_page_the_list_and_the_readme(
+        pa, project, patient_policy):
+    """One sentence (``medplum_auth.access.client_policy_rule``) wherever a client's policy is set or shown."""
+    rule = client_policy_rule()
+    assert "restricts the app for every user who signs in through it" in rule
+    assert "for the client itself (client_credentials)" in rule
+    create_page = pa.get(url("client-create", project))
+    assert create_page.context["form"].fields["access_policy"].help_text == rule
+    assert rule in text(create_page)  # Django renders help texts as they are
+    client = ClientApplicationFactory(project=project, name="Plain app")
+    detail = pa.get(url("client", project, client.pk))
+    assert detail.context["form"].fields["access_policy"].help_text == rule
+    assert html.escape(rule) in text(detail)  # the sentence beside the policy (#client-policy-rule)
+    assert "none — users keep their own access; <strong>full access</strong> when the client acts for itself" in text(
+        pa.get(url("clients", project)))
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert ("access policies that limit what data a client may reach — for every user who signs in through it "
+            "and for the client itself") in readme
 
 
 def test_client_list_columns(pa, project, patient_policy):
