@@ -258,6 +258,8 @@ def test_project_admin_in_a_browser(browser: Any, site: dict[str, Any]) -> None:
     page.get_by_role("link", name="Members").click()
     shot(page, "15-members")
     page.get_by_role("link", name="Sessions").click()
+    page.wait_for_url(f"{base}/project-admin/p/{project.pk}/sessions/")
+    page.wait_for_selector("tbody tr")  # count() does not wait: under load it ran before the page loaded
     assert page.locator("tbody tr").count() >= 1
     shot(page, "16-sessions")
     page.get_by_role("button", name="Revoke all of pat.lee@sunrise.example").first.click()
