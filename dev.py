@@ -80,7 +80,10 @@ Open this authorization request in a browser and sign in as patient@example.com:
 The browser then lands on {redirect_uri}?code=…&state=…&iss=… (nothing listens there; copy the code).
 Trade the code within 60 seconds:
   curl -s {issuer}/oauth2/token -d grant_type=authorization_code -d client_id=medplum-demo-public \\
-       -d redirect_uri={redirect_uri} -d code_verifier={verifier} -d code=PASTE_CODE""", flush=True)
+       -d redirect_uri={redirect_uri} -d code_verifier={verifier} -d code=PASTE_CODE
+Then search the patient's record with the access_token (3 Observations, 2 Conditions are seeded):
+  curl -s -H "Authorization: Bearer PASTE_ACCESS_TOKEN" {issuer}/fhir/R4/Observation
+Revoke the app again on {issuer}/oauth2/account (Apps with access).""", flush=True)
 
 
 def test(extra: list[str]) -> None:

@@ -13,7 +13,7 @@
 //      E2E_OTHER_OBSERVATION, E2E_ARTIFACTS, E2E_CHROMIUM.
 import http from 'node:http';
 
-import { browserAuthorize, decodeJwtPayload, env, launchBrowser, log, run } from './lib/common.mjs';
+import { browserAuthorize, decodeJwtPayload, env, launchBrowser, limited, log, run } from './lib/common.mjs';
 import { calls, smart } from './lib/fhirclient.mjs';
 
 /** The app's server-side session (one user): what fhirclient keeps between /launch and /callback. */
@@ -68,7 +68,8 @@ await run(async () => {
         const client = await smart(req, res, storage).ready();
         res.writeHead(200, { 'content-type': 'text/html' });
         res.end('<!doctype html><title>App</title><p>Signed in.</p>');
-        resolveReady(client);
+        // Every call of the client (and of client.patient, client.user) is a time-limited step.
+        resolveReady(limited(client, 'fhirclient', ['patient', 'user', 'encounter']));
       } else {
         res.writeHead(404);
         res.end();

@@ -6,7 +6,7 @@
 // client-side API call after signOut() is refused.
 //
 // Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_EMAIL, E2E_PASSWORD.
-import { decodeJwtPayload, env, pkcePair, rawFetch, run } from './lib/common.mjs';
+import { decodeJwtPayload, env, limited, pkcePair, rawFetch, run } from './lib/common.mjs';
 import { medplumCore, recordingFetch } from './lib/medplum.mjs';
 
 const { ClientStorage, MedplumClient, MemoryStorage, normalizeErrorString } = medplumCore;
@@ -16,7 +16,9 @@ await run(async () => {
   const clientId = env('E2E_CLIENT_ID');
   const calls = [];
   const storage = new ClientStorage(new MemoryStorage());
-  const medplum = new MedplumClient({ baseUrl: `${issuer}/`, clientId, storage, fetch: recordingFetch(calls) });
+  // Every client call is a time-limited step (lib/common.mjs `limited`).
+  const medplum = limited(new MedplumClient({ baseUrl: `${issuer}/`, clientId, storage, fetch: recordingFetch(calls) }),
+    'medplum');
 
   let wrongPassword;
   try {

@@ -5,7 +5,9 @@
 //
 // Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_REDIRECT_URI, E2E_EMAIL, E2E_PASSWORD, E2E_ACCESS_TOKEN_LIFETIME
 //      (seconds, the client's short lifetime), E2E_ARTIFACTS, E2E_CHROMIUM.
-import { browserAuthorize, decodeJwtPayload, env, launchBrowser, log, pkcePair, rawFetch, run } from './lib/common.mjs';
+import {
+  browserAuthorize, decodeJwtPayload, env, launchBrowser, limited, log, pkcePair, rawFetch, run,
+} from './lib/common.mjs';
 import { medplumCore, recordingFetch } from './lib/medplum.mjs';
 
 const { ClientStorage, MedplumClient, MemoryStorage } = medplumCore;
@@ -21,9 +23,10 @@ await run(async () => {
 
   const calls = [];
   const storage = new ClientStorage(new MemoryStorage());
-  const medplum = new MedplumClient({
+  // Every client call is a time-limited step (lib/common.mjs `limited`).
+  const medplum = limited(new MedplumClient({
     baseUrl: `${issuer}/`, clientId, storage, refreshGracePeriod: graceMs, fetch: recordingFetch(calls),
-  });
+  }), 'medplum');
 
   const { verifier, challenge } = pkcePair();
   storage.setString('codeVerifier', verifier);

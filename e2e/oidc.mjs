@@ -5,9 +5,12 @@
 //
 // Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_REDIRECT_URI, E2E_POST_LOGOUT_URI, E2E_EMAIL, E2E_PASSWORD,
 //      E2E_ARTIFACTS (screenshots), E2E_CHROMIUM.
-import * as client from 'openid-client';
+import * as openid from 'openid-client';
 
-import { browserAuthorize, decodeJwtPayload, env, launchBrowser, log, run } from './lib/common.mjs';
+import { browserAuthorize, decodeJwtPayload, env, launchBrowser, limited, log, run } from './lib/common.mjs';
+
+// Every openid-client call is a time-limited step.
+const client = limited(openid, 'openid-client');
 
 async function expectOAuthError(promise) {
   try {
@@ -30,7 +33,7 @@ await run(async () => {
   // The issuer is http://127.0.0.1:<port>: openid-client refuses plain HTTP unless told, and that
   // is the only check relaxed here.
   const config = await client.discovery(new URL(issuer), clientId, { redirect_uris: [redirectUri] },
-    client.None(), { execute: [client.allowInsecureRequests] });
+    openid.None(), { execute: [openid.allowInsecureRequests] });
   const metadata = config.serverMetadata();
   log('discovered', metadata.issuer);
 

@@ -8,11 +8,13 @@ class FhirApiConfig(AppConfig):
 
     def ready(self) -> None:
         from medplum_auth.launch import register_patient_search
-        from medplum_auth.signals import member_invited
+        from medplum_auth.signals import demo_seeded, member_invited
 
+        from .demo import seed_demo_data
         from .profiles import create_profile_resource
 
         member_invited.connect(create_profile_resource, dispatch_uid="fhir_api.create_profile_resource")
+        demo_seeded.connect(seed_demo_data, dispatch_uid="fhir_api.seed_demo_data")
         # The standalone-launch patient picker searches this app's Patients (MEDPLUM_AUTH["PATIENT_SEARCH"]
         # overrides it).
         register_patient_search("fhir_api.launch.search_patients")

@@ -83,9 +83,10 @@ def start(request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     except errors.FatalClientError as exc:
         return error_page(request, "Invalid request", _fatal_message(exc))
     except errors.OAuth2Error as exc:
+        description = _redirect_message(exc, params)
         if not exc.redirect_uri:
-            return error_page(request, "Invalid request", exc.description)
-        return error_redirect(exc.redirect_uri, exc.error, exc.description, params.get("state"))
+            return error_page(request, "Invalid request", description)
+        return error_redirect(exc.redirect_uri, exc.error, description, params.get("state"))
 
     redirect_uri, state = info["redirect_uri"], params.get("state")
     problem = _check_extra_parameters(params)
@@ -107,6 +108,19 @@ def start(request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     if client is not None and "launch" in params and launch_utils.usable_launch(params["launch"], client) is None:
         return error_redirect(redirect_uri, "invalid_request", "Invalid launch", state)
     return _advance(request, None, pending, client)
+
+
+def _redirect_message(exc: errors.OAuth2Error, params: dict[str, str]) -> str:
+    """oauthlib's description, but for PKCE a message that says what to send (S256, RFC 7636 §4.4.1).
+
+    oauthlib's is "Transform algorithm not supported." for ``plain`` and for a missing method (it
+    defaults to ``plain``). The client's value is not echoed (RFC 6749 §4.1.2.1 limits the characters).
+    """
+    if isinstance(exc, errors.UnsupportedCodeChallengeMethodError):
+        if params.get("code_challenge_method"):
+            return "Unsupported code_challenge_method: only S256 is supported."
+        return "Missing code_challenge_method: only S256 is supported."
+    return exc.description
 
 
 def _fatal_message(exc: errors.OAuth2Error) -> str:

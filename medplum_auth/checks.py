@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core import checks
 from django.db import DatabaseError
 
-from .conf import DEFAULTS, SETTING_NAME, auth_settings
+from .conf import DEFAULTS, SDK_REFRESH_GRACE_PERIOD, SETTING_NAME, auth_settings
 from .keys import ALGORITHMS
 
 APPLICATION_MODEL = "medplum_auth.ClientApplication"
@@ -53,7 +53,54 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             hint="Remove the setting unless an app relies on Medplum's looser behaviour; then silence "
                  "medplum_auth.W005 in SILENCED_SYSTEM_CHECKS.", id="medplum_auth.W005",
         ))
+    errors.extend(check_token_lifetimes())
     return errors
+
+
+SDK_LOOP = ("@medplum/core treats a token as expired while less than its refreshGracePeriod (default 300 s) is "
+            "left before exp, so it requests a new token before every call; with client credentials "
+            "startClientLogin() never returns and the client sends token requests in a tight loop.")
+
+
+def check_token_lifetimes() -> list[checks.CheckMessage]:
+    """W010, W011: access-token lifetimes at or below the SDK's refresh grace period."""
+    warnings: list[checks.CheckMessage] = []
+    lifetime = int(auth_settings.ACCESS_TOKEN_LIFETIME)
+    if lifetime <= SDK_REFRESH_GRACE_PERIOD:
+        warnings.append(checks.Warning(
+            f"ACCESS_TOKEN_LIFETIME is {lifetime} s, at or below {SDK_REFRESH_GRACE_PERIOD} s. {SDK_LOOP}",
+            hint="Remove the setting (3600 s, Medplum's) or set it above 300.", id="medplum_auth.W010",
+        ))
+    cap = int(auth_settings.CLIENT_CREDENTIALS_MAX_LIFETIME)
+    if cap <= SDK_REFRESH_GRACE_PERIOD:
+        warnings.append(checks.Warning(
+            f"CLIENT_CREDENTIALS_MAX_LIFETIME is {cap} s, at or below {SDK_REFRESH_GRACE_PERIOD} s. {SDK_LOOP}",
+            hint="Remove the setting (3600 s, Medplum's) or set it above 300. If no backend uses @medplum/core's "
+                 "startClientLogin() and you follow SMART Backend Services' ≤ 300 s, silence medplum_auth.W011 in "
+                 "SILENCED_SYSTEM_CHECKS.", id="medplum_auth.W011",
+        ))
+    return warnings
+
+
+@checks.register(checks.Tags.database)
+def check_client_token_lifetimes(app_configs: Any = None, databases: Any = None,
+                                 **kwargs: Any) -> list[checks.CheckMessage]:
+    """W012 (``check --database default`` only): clients whose own access-token lifetime is ≤ 300 s."""
+    from .models import ClientApplication
+
+    if not databases:
+        return []
+    try:
+        short = list(ClientApplication.objects.filter(access_token_lifetime__range=(1, SDK_REFRESH_GRACE_PERIOD))
+                     .order_by("client_id").values_list("client_id", "access_token_lifetime")[:20])
+    except DatabaseError:
+        return []
+    return [checks.Warning(
+        f"Client {client_id!r} has an access token lifetime of {lifetime} s, at or below "
+        f"{SDK_REFRESH_GRACE_PERIOD} s. {SDK_LOOP}",
+        hint="Clear the client's access token lifetime (the default is ACCESS_TOKEN_LIFETIME) or set it above 300.",
+        obj=client_id, id="medplum_auth.W012",
+    ) for client_id, lifetime in short]
 
 
 @checks.register(checks.Tags.database)

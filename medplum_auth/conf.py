@@ -14,6 +14,11 @@ from django.core.signals import setting_changed
 
 SETTING_NAME = "MEDPLUM_AUTH"
 
+# @medplum/core's ``refreshGracePeriod`` default (ms 300000): the SDK treats an access token as
+# expired once less than this is left before its ``exp`` and fetches a new one before every call.
+# Access tokens that live no longer than this make it loop (``startClientLogin()`` never returns).
+SDK_REFRESH_GRACE_PERIOD = 300
+
 DEFAULTS: dict[str, Any] = {
     # Public base URL of this server; the OAuth issuer (``iss``). No trailing slash.
     "ISSUER": "http://127.0.0.1:8000",
@@ -40,8 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "REFRESH_TOKEN_LIFETIME": 14 * 24 * 3600,
     # ID token lifetime in seconds.
     "ID_TOKEN_LIFETIME": 3600,
-    # Upper bound in seconds of client_credentials access tokens (SMART Backend Services: ≤ 300).
-    "CLIENT_CREDENTIALS_MAX_LIFETIME": 300,
+    # Upper bound in seconds of client_credentials access tokens. Medplum's one hour: @medplum/core
+    # loops on tokens of ≤ 300 s (SDK_REFRESH_GRACE_PERIOD); SMART Backend Services recommends ≤ 300.
+    "CLIENT_CREDENTIALS_MAX_LIFETIME": 3600,
     # Seconds an EHR launch context can be used after it is created.
     "LAUNCH_LIFETIME": 300,
     # Dotted path of the patient search behind the standalone-launch patient picker; ``None``

@@ -24,9 +24,13 @@ from django.utils.translation import gettext_lazy as _
 from . import policies, services
 from .access import client_policy_rule
 from .models import AccessPolicy, ClientApplication, Project, ProjectMembership
+from .validators import validate_access_token_lifetime
 
 URI_LIST_HELP = _("One per line. https only (http only for localhost and 127.0.0.1); matched exactly, "
                   "no fragments or wildcards.")
+
+ACCESS_TOKEN_LIFETIME_HELP = _("Seconds; empty for the site's default (ACCESS_TOKEN_LIFETIME, one hour). More than "
+                               "300: @medplum/core renews a token once less than 300 s are left.")
 
 
 def add_service_error(form: forms.BaseForm, error: ValidationError) -> None:
@@ -200,6 +204,19 @@ class _ClientFormBase(ServiceModelForm):
         super().__init__(*args, **kwargs)
         if "name" in self.fields:
             self.fields["name"].required = True
+        if "access_token_lifetime" in self.fields:
+            self.fields["access_token_lifetime"].help_text = ACCESS_TOKEN_LIFETIME_HELP
+
+    def clean_access_token_lifetime(self) -> int | None:
+        """More than 300 s (@medplum/core's refreshGracePeriod) when set or changed here.
+
+        A shorter value stored earlier (through the services) does not block other edits;
+        ``check --database default`` reports it (``medplum_auth.W012``).
+        """
+        value = self.cleaned_data.get("access_token_lifetime")
+        if "access_token_lifetime" in self.changed_data:
+            validate_access_token_lifetime(value)
+        return value
 
 
 class ClientCreateForm(_ClientFormBase):

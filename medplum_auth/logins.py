@@ -6,6 +6,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from . import audit
@@ -71,6 +72,19 @@ def _granted(login: Login, client: ClientApplication) -> None:
                            detail={"scopes": login.scope.split(),
                                    "launch_patient": login.launch_patient or None},
                            message=f"authorization granted login={login.pk} client={client.client_id}")
+
+
+def usable_logins(**filters: Any) -> QuerySet[Login]:
+    """Logins matching ``filters`` that can still back a token: tokens issued, not revoked, and a
+    refresh token or an access token (at the longest lifetime of their clients) still unexpired."""
+    now = timezone.now()
+    logins = Login.objects.filter(revoked_at__isnull=True, granted_at__isnull=False, **filters)
+    longest = max(int(auth_settings.ACCESS_TOKEN_LIFETIME),
+                  ClientApplication.objects.filter(pk__in=logins.values("client_id"))
+                  .aggregate(m=Max("access_token_lifetime"))["m"] or 0)
+    recent = now - timedelta(seconds=longest)
+    return (logins.filter(Q(refresh_expires_at__gt=now) | Q(granted_at__gt=recent) | Q(last_refreshed_at__gt=recent))
+            .select_related("user", "client", "membership"))
 
 
 def _set_code(login: Login, code: str) -> None:

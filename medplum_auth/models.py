@@ -13,7 +13,7 @@ from oauth2_provider.models import AbstractApplication
 
 from . import policies
 from .secrets import verify_client_secret
-from .validators import split_uris, validate_origin, validate_redirect_uri, validate_redirect_uris
+from .validators import split_uris, stored_uris, validate_origin, validate_redirect_uri, validate_redirect_uris
 
 
 def new_client_id() -> str:
@@ -276,7 +276,7 @@ class ClientApplication(AbstractApplication):
 
     @property
     def redirect_uri_list(self) -> list[str]:
-        return split_uris(self.redirect_uris)
+        return stored_uris(self.redirect_uris)
 
     def is_usable(self, request: Any) -> bool:
         """DOT's hook: disabled clients and clients of inactive projects cannot be used."""

@@ -27,6 +27,7 @@ from .conf import auth_settings
 from .models import (
     AccessPolicy,
     ClientApplication,
+    Consent,
     DefaultAccessPolicy,
     LaunchContext,
     Login,
@@ -564,6 +565,20 @@ def revoke_login(login: Login, *, reason: str) -> bool:
         audit.record_for_login(EventType.TOKEN_REVOKED, login, reason=reason,
                                message=f"login revoked login={login.pk} reason={reason} project={login.project_id}")
     return bool(count)
+
+
+@transaction.atomic
+def revoke_consent(consent: Consent) -> int:
+    """A user withdraws a client's remembered consent: delete it and revoke that user's logins at
+    the client (its tokens stop working at once); return how many logins were revoked.
+
+    The next authorization request from the client shows the consent page again.
+    """
+    user, client = consent.user, consent.client
+    consent.delete()
+    count = revoke_logins(user=user, client=client, reason="consent_revoked")
+    logger.info("consent revoked user=%s client=%s logins=%s", user.pk, client.client_id, count)
+    return count
 
 
 @transaction.atomic

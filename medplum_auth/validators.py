@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
-from .conf import auth_settings
+from .conf import SDK_REFRESH_GRACE_PERIOD, auth_settings
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -27,8 +27,11 @@ def validate_redirect_uri(uri: str, label: str = "Redirect URI") -> None:
     def fail(message: str, code: str) -> ValidationError:
         return ValidationError(message, code=code, params={"label": label, "uri": uri})
 
-    if not uri or any(ch.isspace() for ch in uri):
+    if not uri or uri != uri.strip():
         raise fail(_("%(label)s %(uri)r must not be empty or contain spaces."), "uri_whitespace")
+    if any(ch.isspace() for ch in uri):
+        raise fail(_("%(label)s %(uri)r contains a space. Enter one per line (a space inside a URI is "
+                     "written %%20)."), "uri_whitespace")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
@@ -52,17 +55,26 @@ def validate_redirect_uri(uri: str, label: str = "Redirect URI") -> None:
 
 
 def split_uris(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """Normalise URIs given one per line (forms), space separated (DOT) or as a list (CLI)."""
+    """URIs as entered: one per line (forms, the services) or a list (CLI); blank lines and repeats dropped.
+
+    Lines are split on line breaks only: a line with a space in it stays one (invalid) URI, so
+    ``validate_redirect_uri`` says so instead of silently registering its pieces as several URIs.
+    """
     if not value:
         return []
     if isinstance(value, str):
-        value = value.split()
+        value = value.splitlines()
     seen: list[str] = []
     for uri in value:
         uri = uri.strip()
         if uri and uri not in seen:
             seen.append(uri)
     return seen
+
+
+def stored_uris(value: str | None) -> list[str]:
+    """The URIs of a stored field: one per line as ``clean()`` writes them, or space separated (DOT's format)."""
+    return list(dict.fromkeys((value or "").split()))
 
 
 def validate_redirect_uris(uris: list[str], label: str = "Redirect URI") -> None:
@@ -84,3 +96,17 @@ def validate_origin(origin: str) -> None:
         raise ValidationError(_("Allowed origin %(uri)r must be scheme://host[:port] with no path."),
                               code="origin_path", params={"uri": origin})
     validate_redirect_uri(origin, "Allowed origin")
+
+
+def validate_access_token_lifetime(seconds: int | None) -> None:
+    """A client's own access-token lifetime must exceed @medplum/core's ``refreshGracePeriod``.
+
+    The SDK fetches a new token before every call while less than 300 s are left; shorter tokens
+    make it loop. Empty (``None``) and 0 mean the default ``ACCESS_TOKEN_LIFETIME``.
+    """
+    if seconds and seconds <= SDK_REFRESH_GRACE_PERIOD:
+        raise ValidationError(
+            _("Use more than %(grace)s seconds, or leave empty for the default: @medplum/core treats a token as "
+              "expired while less than its refreshGracePeriod (300 s) is left, so it would request a new token "
+              "before every call (with client credentials, in an endless loop)."),
+            code="lifetime_below_sdk_grace", params={"grace": SDK_REFRESH_GRACE_PERIOD})

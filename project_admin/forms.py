@@ -31,7 +31,19 @@ from medplum_auth.signin import authenticate_email
 REFERENCE_RE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}\Z")
 
 
-class EmailAuthenticationForm(auth_forms.AuthenticationForm):
+class NoLabelSuffix:
+    """Labels without Django's trailing colon ("Name", not "Name:"), as every other label of the pages.
+
+    Only on these pages' forms: the shared :mod:`medplum_auth.forms` keep Django's default, so the
+    Django admin stays consistent with itself.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+
+
+class EmailAuthenticationForm(NoLabelSuffix, auth_forms.AuthenticationForm):
     """Django's sign-in form, by email, with the OAuth sign-in page's uniform error and throttling."""
 
     username = forms.EmailField(label=_("Email"), widget=forms.EmailInput(
@@ -51,6 +63,10 @@ class EmailAuthenticationForm(auth_forms.AuthenticationForm):
         return self.cleaned_data
 
 
+class SetPasswordForm(NoLabelSuffix, auth_forms.SetPasswordForm):
+    """Django's set-password form (the invite link's page)."""
+
+
 class TypedPolicyRulesField(PolicyRulesField):
     """The rules as typed: after an error the textarea shows the submitted text, not a reformatted copy."""
 
@@ -60,7 +76,7 @@ class TypedPolicyRulesField(PolicyRulesField):
         return InvalidJSONInput(data)
 
 
-class PolicyForm(AccessPolicyForm):
+class PolicyForm(NoLabelSuffix, AccessPolicyForm):
     """Name, description and the rules as JSON (the page shows them as a table too)."""
 
     resources = TypedPolicyRulesField(label=AccessPolicyForm.base_fields["resources"].label,
@@ -78,7 +94,7 @@ def _lay_out_client_form(form: forms.BaseForm) -> None:
         field.label = capfirst(field.label)
 
 
-class ClientCreateForm(BaseClientCreateForm):
+class ClientCreateForm(NoLabelSuffix, BaseClientCreateForm):
     """The shared "Create New Client" form, laid out for the page."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -86,7 +102,7 @@ class ClientCreateForm(BaseClientCreateForm):
         _lay_out_client_form(self)
 
 
-class ClientEditForm(ClientApplicationForm):
+class ClientEditForm(NoLabelSuffix, ClientApplicationForm):
     """A client's settings; its status has the Disable/Enable buttons and its secret the Rotate button."""
 
     ADVANCED_FIELDS = ("access_token_lifetime", "refresh_token_lifetime", "allowed_origins",
@@ -101,7 +117,7 @@ class ClientEditForm(ClientApplicationForm):
         _lay_out_client_form(self)
 
 
-class InviteForm(MembershipInviteForm):
+class InviteForm(NoLabelSuffix, MembershipInviteForm):
     """Invite a Patient or Practitioner; no password: the page hands out a set-password link."""
 
     PROFILE_TYPES = (("Patient", _("Patient")), ("Practitioner", _("Practitioner")))
@@ -118,11 +134,11 @@ class InviteForm(MembershipInviteForm):
         self.order_fields(self.field_order)
 
 
-class MemberForm(MembershipForm):
+class MemberForm(NoLabelSuffix, MembershipForm):
     """A member's policy, parameters, admin flag and active flag."""
 
 
-class PreviewForm(forms.Form):
+class PreviewForm(NoLabelSuffix, forms.Form):
     """Whose effective policy to show: a member, a client or a policy on its own; scopes; requests."""
 
     subject = forms.ChoiceField(label=_("Member, client or policy"))

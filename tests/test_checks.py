@@ -9,9 +9,10 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from medplum_auth.checks import check_deploy, check_settings, check_signing_key
+from medplum_auth.checks import check_client_token_lifetimes, check_deploy, check_settings, check_signing_key
 from medplum_auth.models import SigningKey
 from medplum_auth.services import ensure_signing_key
+from tests.factories import ClientApplicationFactory
 
 GOOD_DEPLOY = {"ISSUER": "https://auth.example.org", "CLIENT_SECRET_DIGEST_KEY": "digest-key-" + "d" * 40}
 
@@ -190,3 +191,33 @@ def test_medplums_looser_client_policy_behaviour_is_warned_about():
     assert "does not restrict the users" in messages[0].msg
     with override_settings(MEDPLUM_AUTH={"CLIENT_POLICY_RESTRICTS_USERS": True}):
         assert check_settings() == []
+
+
+@pytest.mark.parametrize(("setting", "check_id"), [("ACCESS_TOKEN_LIFETIME", "medplum_auth.W010"),
+                                                   ("CLIENT_CREDENTIALS_MAX_LIFETIME", "medplum_auth.W011")])
+@pytest.mark.parametrize(("seconds", "fires"), [(60, True), (300, True), (301, False), (3600, False)])
+def test_access_token_lifetimes_at_or_below_the_sdk_grace_period_are_warned_about(setting, check_id, seconds, fires):
+    with override_settings(MEDPLUM_AUTH={setting: seconds}):
+        messages = check_settings()
+    assert ids(messages) == ([check_id] if fires else [])
+    if fires:
+        assert f"{setting} is {seconds} s" in messages[0].msg
+        assert "refreshGracePeriod" in messages[0].msg and "startClientLogin() never returns" in messages[0].msg
+
+
+def test_default_token_lifetimes_are_above_the_sdk_grace_period():
+    from medplum_auth.conf import DEFAULTS, SDK_REFRESH_GRACE_PERIOD
+
+    assert DEFAULTS["ACCESS_TOKEN_LIFETIME"] == DEFAULTS["CLIENT_CREDENTIALS_MAX_LIFETIME"] == 3600
+    assert SDK_REFRESH_GRACE_PERIOD == 300
+
+
+@pytest.mark.django_db
+def test_w012_clients_with_a_short_own_lifetime(settings):
+    ClientApplicationFactory(client_id="short-app", access_token_lifetime=300)
+    ClientApplicationFactory(client_id="fine-app", access_token_lifetime=301)
+    ClientApplicationFactory(client_id="default-app", access_token_lifetime=None)
+    assert check_client_token_lifetimes() == []  # only with --database
+    messages = check_client_token_lifetimes(databases=["default"])
+    assert ids(messages) == ["medplum_auth.W012"]
+    assert "'short-app'" in messages[0].msg and "300 s" in messages[0].msg and "refreshGracePeriod" in messages[0].msg

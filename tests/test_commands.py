@@ -23,6 +23,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from medplum_auth import services
+from medplum_auth.management.commands.medplum_seed_demo import ROLES
 from medplum_auth.models import (
     AccessPolicy,
     ClientApplication,
@@ -457,7 +458,9 @@ def test_seed_demo_creates_everything():
     admin = User.objects.get(username="admin@example.com")
     assert admin.is_superuser and admin.is_staff and admin.check_password("Demo-Admin-2026!")
     assert data["admin"] == {"email": "admin@example.com", "username": "admin@example.com",
-                             "password": "Demo-Admin-2026!"}
+                             "password": "Demo-Admin-2026!", "role": ROLES["admin"]}
+    assert "superuser" in data["admin"]["role"] and "Project Admin" in data["practitioner"]["role"]
+    assert "only their own record" in data["patient"]["role"]
 
     project = Project.objects.get(name="Demo Project")
     assert project.owner == admin
@@ -486,7 +489,9 @@ def test_seed_demo_creates_everything():
     assert patient.access_policy == policy and not patient.admin
     assert patient.user.check_password("Demo-Patient-2026!")
     assert data["patient"] == {"email": "patient@example.com", "password": "Demo-Patient-2026!",
-                               "profile": patient.profile, "admin": False}
+                               "profile": patient.profile, "admin": False, "role": ROLES["patient"]}
+    # fhir_api adds the demo patient's clinical data through medplum_auth.signals.demo_seeded.
+    assert data["demo_data"]["fhir"]["created"] == 5
     assert SigningKey.objects.filter(kid=data["signing_key"], status=SigningKey.Status.ACTIVE).exists()
 
 
@@ -498,6 +503,7 @@ def test_seed_demo_twice_is_idempotent():
     second = run_json("medplum_seed_demo")
     assert row_counts() == counts
     assert second["created"] == []
+    assert second["demo_data"]["fhir"]["created"] == 0
     assert "client_secret" not in second["confidential_client"]
     assert second["confidential_client"]["rotate_command"] == (
         "python manage.py medplum_rotate_client_secret --client-id medplum-demo-confidential")
@@ -565,3 +571,19 @@ def test_command_line_exit_status_and_stderr(tmp_path):
     with sqlite3.connect(tmp_path / "cli.sqlite3") as db:
         assert db.execute("SELECT COUNT(*) FROM medplum_auth_clientapplication").fetchone() == (0,)
         assert db.execute("SELECT COUNT(*) FROM medplum_auth_project").fetchone() == (1,)
+
+
+def test_readme_demo_section_lists_the_accounts_the_seed_prints():
+    from medplum_auth.management.commands import medplum_seed_demo as demo
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines()
+            if line.startswith("| `") and "@example.com" in line}
+    accounts = [(demo.ADMIN_EMAIL, demo.ADMIN_PASSWORD, "superuser"),
+                (demo.PRACTITIONER["email"], demo.PRACTITIONER["password"], "Practitioner and admin"),
+                (demo.PATIENT["email"], demo.PATIENT["password"], "only their own record")]
+    for email, password, role in accounts:
+        row = next(line for key, line in rows.items() if key.startswith(f"`{email}`"))
+        assert f"`{password}`" in row and role in row, row
+    flat = " ".join(readme.split())
+    assert "3 Observations" in flat and "2 Conditions" in flat

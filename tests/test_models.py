@@ -230,7 +230,7 @@ HTTPS_ONLY = "must use https (http is allowed only for localhost, 127.0.0.1 and 
      "Allowed origin 'https://app.example.org/path' must be scheme://host[:port] with no path."),
     ("allowed_origins", "http://app.example.org",
      "Allowed origin 'http://app.example.org' " + HTTPS_ONLY),
-    ("redirect_uris", "https://app.example.org/cb http://app.example.org/cb",
+    ("redirect_uris", "https://app.example.org/cb\nhttp://app.example.org/cb",
      "Redirect URI 'http://app.example.org/cb' " + HTTPS_ONLY),
     ("post_logout_redirect_uris", "https://*.example.org/bye",
      "Post-logout redirect URI 'https://*.example.org/bye' must not contain a wildcard."),
@@ -255,8 +255,8 @@ def test_client_clean_reports_every_field_at_once(project):
 def test_client_clean_normalises_uri_lists(project):
     client = ClientApplicationFactory.build(
         project=project,
-        redirect_uris="https://a.example.org/cb\r\nhttps://b.example.org/cb https://a.example.org/cb",
-        allowed_origins="https://a.example.org  https://a.example.org",
+        redirect_uris="https://a.example.org/cb\r\n https://b.example.org/cb \nhttps://a.example.org/cb\n",
+        allowed_origins="https://a.example.org\n\nhttps://a.example.org",
         post_logout_redirect_uris="",
     )
     client.clean()
@@ -267,7 +267,7 @@ def test_client_clean_normalises_uri_lists(project):
 
 def test_good_client_passes_full_clean(project):
     client = ClientApplicationFactory.build(
-        project=project, redirect_uris="https://app.example.org/cb http://localhost:3000/cb",
+        project=project, redirect_uris="https://app.example.org/cb\nhttp://localhost:3000/cb",
         launch_uri="https://app.example.org/launch", jwks_uri="https://app.example.org/jwks.json",
         allowed_origins="https://app.example.org", access_policy=AccessPolicyFactory(project=project),
     )

@@ -122,7 +122,7 @@ def test_each_client_gets_its_own_secret(project):
 def test_create_client_normalises_redirect_uris(project):
     client, _ = services.create_client(
         project, "Portal",
-        redirect_uris="https://a.example.org/cb\r\nhttps://b.example.org/cb https://a.example.org/cb",
+        redirect_uris="https://a.example.org/cb\r\nhttps://b.example.org/cb\nhttps://a.example.org/cb",
     )
     assert ClientApplication.objects.get(pk=client.pk).redirect_uris == "https://a.example.org/cb\nhttps://b.example.org/cb"
 

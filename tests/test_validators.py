@@ -4,7 +4,13 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
-from medplum_auth.validators import split_uris, validate_origin, validate_redirect_uri, validate_redirect_uris
+from medplum_auth.validators import (
+    split_uris,
+    stored_uris,
+    validate_origin,
+    validate_redirect_uri,
+    validate_redirect_uris,
+)
 
 HTTPS_ONLY = "must use https (http is allowed only for localhost, 127.0.0.1 and [::1])."
 
@@ -59,7 +65,8 @@ def test_loopback_http_redirect_uri_accepted(uri):
     ("https://user@app.example.org/cb", "uri_userinfo",
      "Redirect URI 'https://user@app.example.org/cb' must not contain user credentials."),
     ("https://app.example.org/call back", "uri_whitespace",
-     "Redirect URI 'https://app.example.org/call back' must not be empty or contain spaces."),
+     "Redirect URI 'https://app.example.org/call back' contains a space. Enter one per line (a space inside a "
+     "URI is written %20)."),
     ("https://app.example.org/cb\n", "uri_whitespace",
      "Redirect URI 'https://app.example.org/cb\\n' must not be empty or contain spaces."),
     ("", "uri_whitespace", "Redirect URI '' must not be empty or contain spaces."),
@@ -138,8 +145,10 @@ def test_bad_origin_refused(origin, code, message):
     ([], []),
     ("https://a.example.org/cb", ["https://a.example.org/cb"]),
     ("https://a.example.org/cb\nhttps://b.example.org/cb", ["https://a.example.org/cb", "https://b.example.org/cb"]),
-    ("https://a.example.org/cb https://b.example.org/cb\r\nhttps://a.example.org/cb\n\n",
+    ("https://a.example.org/cb\r\n  https://b.example.org/cb \r\nhttps://a.example.org/cb\n\n",
      ["https://a.example.org/cb", "https://b.example.org/cb"]),
+    # Line breaks only: a line with spaces stays one URI, which validation then refuses.
+    ("https://a.example.org/cb https://b.example.org/cb", ["https://a.example.org/cb https://b.example.org/cb"]),
     (["  https://b.example.org/cb ", "", "https://a.example.org/cb", "https://b.example.org/cb"],
      ["https://b.example.org/cb", "https://a.example.org/cb"]),
     (("https://a.example.org/cb", "https://a.example.org/cb"), ["https://a.example.org/cb"]),
@@ -148,7 +157,15 @@ def test_split_uris(value, expected):
     assert split_uris(value) == expected
 
 
+def test_stored_uris_read_lines_and_dots_space_separated_format():
+    assert stored_uris("https://a.example.org/cb\nhttps://b.example.org/cb") == [
+        "https://a.example.org/cb", "https://b.example.org/cb"]
+    assert stored_uris("https://a.example.org/cb https://b.example.org/cb https://a.example.org/cb") == [
+        "https://a.example.org/cb", "https://b.example.org/cb"]
+    assert stored_uris(None) == stored_uris("") == []
+
+
 def test_split_uris_keeps_case_and_trailing_slash_distinct():
-    assert split_uris("https://a.example.org/cb https://a.example.org/cb/ https://a.example.org/CB") == [
+    assert split_uris("https://a.example.org/cb\nhttps://a.example.org/cb/\nhttps://a.example.org/CB") == [
         "https://a.example.org/cb", "https://a.example.org/cb/", "https://a.example.org/CB",
     ]

@@ -18,6 +18,53 @@ export function log(...args) {
   console.error('[e2e]', ...args);
 }
 
+// Each client call gets this long (E2E_STEP_TIMEOUT_MS, default 20 s): a client that hangs or
+// loops (e.g. re-running a grant forever) fails at once with the step's name, not at the
+// 120 s limit pytest puts on the whole script.
+export const STEP_TIMEOUT_MS = Number(process.env.E2E_STEP_TIMEOUT_MS || 20_000);
+let currentStep;
+
+export class StepTimeoutError extends Error {
+  constructor(name, ms) {
+    super(`step ${JSON.stringify(name)} did not finish within ${ms} ms`);
+    this.name = 'StepTimeoutError';
+    this.step = name;
+  }
+}
+
+/** Await `action()` (a function returning a promise) for at most `ms`; reject naming the step. */
+export async function step(name, action, ms = STEP_TIMEOUT_MS) {
+  let timer;
+  const limit = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new StepTimeoutError(name, ms)), ms);
+  });
+  currentStep = name;
+  try {
+    return await Promise.race([Promise.resolve().then(action), limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * `target` (a client object or module namespace) whose methods, and those of the `nested`
+ * properties, run as steps: every promise they return is time-limited and named `label.method`.
+ * Calls inside the library still see the plain object.
+ */
+export function limited(target, label, nested = []) {
+  return new Proxy(target, {
+    get(obj, prop) {
+      const value = Reflect.get(obj, prop, obj);
+      if (nested.includes(prop) && value && typeof value === 'object') return limited(value, `${label}.${prop}`);
+      if (typeof value !== 'function' || typeof prop !== 'string') return value;
+      return (...args) => {
+        const result = value.apply(obj, args);
+        return result && typeof result.then === 'function' ? step(`${label}.${prop}`, () => result) : result;
+      };
+    },
+  });
+}
+
 /** Run `main`, print its result (or the error) as one JSON line, exit 0/1. */
 export async function run(main) {
   try {
@@ -30,6 +77,7 @@ export async function run(main) {
       error: String(err?.message ?? err),
       name: err?.name,
       code: err?.code,
+      step: currentStep,
       cause: err?.cause ? String(err.cause?.message ?? err.cause) : undefined,
       stack: err?.stack,
     };

@@ -1,4 +1,4 @@
-"""Session sign-in with a second factor, and the signed-in user's security page.
+"""Session sign-in with a second factor, and the signed-in user's own pages.
 
 Every page that signs a user in with a password (the code flow's sign-in page, Project Admin's,
 the account sign-in that the example site also mounts at ``/admin/login/``) hands a user who
@@ -7,8 +7,10 @@ has passed the password" (no Django login yet) and ``/oauth2/mfa`` asks for the 
 recovery code or a security key (or, for a member of an MFA-required project, has them enroll an
 authenticator app), then signs them in and goes on to where they were going.
 
-``/oauth2/account/security`` lets a signed-in user turn on an authenticator app, register or remove
-security keys and make new recovery codes.
+``/oauth2/account`` lists the apps the user allowed (remembered consents) and their sessions, each
+with Revoke: revoking an app deletes its consent and revokes the user's logins at it; revoking a
+session revokes that one login. ``/oauth2/account/security`` turns on an authenticator app,
+registers or removes security keys and makes new recovery codes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.decorators import method_decorator
@@ -26,8 +28,9 @@ from django.views import View
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import audit, authorization, mfa, passkeys
-from ..models import Project, WebAuthnCredential
+from .. import audit, authorization, mfa, passkeys, services
+from ..logins import usable_logins
+from ..models import Consent, Project, WebAuthnCredential
 from ..signin import STATE_KEY, STATE_SECONDS, THROTTLED, authenticate_email, begin_second_factor, establish_session
 from .decorators import auth_page
 
@@ -153,7 +156,7 @@ class AccountSignInView(View):
     def next_url(self) -> str:
         request = self.request
         return safe_next(request, request.POST.get("next") or request.GET.get("next"),
-                         reverse("medplum_auth:account-security"))
+                         reverse("medplum_auth:account"))
 
     def get(self, request: HttpRequest) -> HttpResponse:
         return render(request, self.template_name, {"next": self.next_url()})
@@ -180,7 +183,7 @@ class SecurityView(View):
     :class:`AccountWebAuthnView`.
     """
 
-    template_name = "medplum_auth/account.html"
+    template_name = "medplum_auth/account_security.html"
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
@@ -266,8 +269,63 @@ class AccountWebAuthnView(View):
         return account.page(message=f"Security key “{key.name}” added.", codes=codes or None)
 
 
-def _int(value: Any) -> int | None:
+DONE = {"app": "Access revoked: the app must ask you again, and its sessions have ended.",
+        "session": "Session revoked."}
+
+
+@method_decorator([auth_page, csrf_protect], name="dispatch")
+class AccountView(View):
+    """``GET /oauth2/account``: see and revoke apps and sessions (signed out: to the account sign-in,
+    which asks for the second factor too); the second factors are on :class:`SecurityView`."""
+
+    template_name = "medplum_auth/account.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.is_authenticated:
+            signin = reverse("medplum_auth:account-signin")
+            return HttpResponseRedirect(f"{signin}?next={reverse('medplum_auth:account')}")
+        return self.page(request)
+
+    def page(self, request: HttpRequest, status: int = 200, **extra: object) -> HttpResponse:
+        context: dict[str, object] = {"done": DONE.get(request.GET.get("done", "")), "account_user": request.user,
+                                      **extra}
+        if request.user.is_authenticated:
+            context["consents"] = (Consent.objects.filter(user=request.user).select_related("client__project")
+                                   .order_by("client__name", "pk"))
+            context["sessions"] = usable_logins(user=request.user).order_by("-auth_time")
+        return render(request, self.template_name, context, status=status)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        action = request.POST.get("action", "")
+        if not request.user.is_authenticated:
+            return self.page(request, status=403, error="Sign in first.")
+        if action == "revoke-app":
+            consent = Consent.objects.filter(user=request.user, pk=_int(request.POST.get("consent"))).first()
+            if consent is None:
+                raise Http404("No such app.")
+            services.revoke_consent(consent)
+            return _done("app")
+        if action == "revoke-session":
+            login = usable_logins(user=request.user).filter(pk=_uuid(request.POST.get("login"))).first()
+            if login is None:
+                raise Http404("No such session.")
+            services.revoke_login(login, reason="revoked_by_user")
+            return _done("session")
+        return self.page(request, status=400, error="Unknown action.")
+
+
+def _done(what: str) -> HttpResponse:
+    return HttpResponseRedirect(f"{reverse('medplum_auth:account')}?done={what}", status=303)
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
+def _uuid(value: str | None) -> str | None:
+    import uuid
+
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        return str(uuid.UUID(value or ""))
+    except ValueError:
         return None

@@ -225,6 +225,20 @@ class MeView(View):
             }
             body["profile"] = profile_resource(membership)
             body["accessPolicy"] = effective_policy(membership, login.client)
+        elif not login.user_id:
+            # A client acting for itself (client_credentials): Medplum's profile is the ClientApplication,
+            # and @medplum/core needs one (refreshProfile reads profile.id after startClientLogin).
+            client = login.client
+            body["membership"] = {
+                "resourceType": "ProjectMembership",
+                "user": {"reference": client.reference, "display": client.name},
+                "profile": {"reference": client.reference, "display": client.name},
+                "admin": False,
+            }
+            body["profile"] = {"resourceType": "ClientApplication", "id": client.client_id, "name": client.name,
+                               **({"description": client.description} if client.description else {})}
+            body["accessPolicy"] = {"resourceType": "AccessPolicy",
+                                    "resource": login_inputs(client=client).document()}
         response = JsonResponse(body)
         response["Cache-Control"] = "no-store"
         return response

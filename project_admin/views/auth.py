@@ -12,7 +12,7 @@ from medplum_auth import mfa
 from medplum_auth.authorization import AMR_KEY
 from medplum_auth.signin import begin_second_factor
 
-from ..forms import EmailAuthenticationForm
+from ..forms import EmailAuthenticationForm, SetPasswordForm
 from ..security import admin_page
 
 
@@ -48,6 +48,7 @@ class SetPasswordView(auth_views.PasswordResetConfirmView):
     """
 
     template_name = "project_admin/set_password.html"
+    form_class = SetPasswordForm
     success_url = reverse_lazy("project_admin:set-password-done")
     post_reset_login = False
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db.models import Max, Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
-from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from medplum_auth import services
-from medplum_auth.conf import auth_settings
-from medplum_auth.models import ClientApplication, Login
+from medplum_auth.logins import usable_logins
+from medplum_auth.models import Login
 
 from .base import ProjectAdminView
 
@@ -25,16 +22,8 @@ class SessionView(ProjectAdminView):
     section = "sessions"
 
     def active_logins(self) -> QuerySet[Login]:
-        """Logins that can still back a token: tokens issued, not revoked, and a refresh token or an
-        access token (at the longest lifetime in the project) still unexpired."""
-        now = timezone.now()
-        longest = max(int(auth_settings.ACCESS_TOKEN_LIFETIME),
-                      ClientApplication.objects.filter(project=self.project)
-                      .aggregate(m=Max("access_token_lifetime"))["m"] or 0)
-        recent = now - timedelta(seconds=longest)
-        return (Login.objects.filter(project=self.project, revoked_at__isnull=True, granted_at__isnull=False)
-                .filter(Q(refresh_expires_at__gt=now) | Q(granted_at__gt=recent) | Q(last_refreshed_at__gt=recent))
-                .select_related("user", "client", "membership"))
+        """The project's logins that can still back a token (``medplum_auth.logins.usable_logins``)."""
+        return usable_logins(project=self.project)
 
 
 class SessionListView(SessionView):

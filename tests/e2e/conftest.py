@@ -91,6 +91,14 @@ class LiveServer:
     url: str
     log: Path
 
+    def requests_seen(self, method: str, path: str) -> int:
+        """How many ``method path`` requests the server has logged (gunicorn's access log) so far."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return 0
+        return text.count(f'"{method} {path} ') + text.count(f'"{method} {path}?')
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

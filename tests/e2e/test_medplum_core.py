@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from fhir_api.repository import Repository
+from medplum_auth import services
+from medplum_auth.models import Login
+
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 ACCESS_TOKEN_LIFETIME = 12  # seconds: short, so an ordinary API call soon has to refresh first
@@ -115,3 +119,31 @@ def test_medplum_core_login_with_an_authenticator_app(seed, run_node):
     assert login.amr == "pwd otp mfa" and login.granted_at is not None and not login.awaiting_mfa
     assert [(c["method"], c["path"], c["status"]) for c in out["calls"]][:3] == [
         ("POST", "/auth/login", 200), ("POST", "/auth/mfa/verify", 400), ("POST", "/auth/mfa/verify", 200)]
+
+
+@pytest.mark.spec("Medplum client credentials: startClientLogin; refreshGracePeriod (300 s) < token lifetime")
+def test_medplum_core_client_credentials_login_and_reads_do_not_loop(seed, run_node, live_gunicorn):
+    """With the SDK's defaults a backend logs in once and reads twice on one token.
+
+    @medplum/core re-runs the grant whenever exp is within its refreshGracePeriod (300 s): with
+    300 s client_credentials tokens every call, startClientLogin() included, fetched a new token,
+    ~140 token requests a second, forever.
+    """
+    data = seed()
+    backend, secret = services.create_client(data.project, "E2E backend", public=False)
+    patient_id = data.membership.profile_id
+    Repository(data.project.pk, None).read("Patient", patient_id)  # the invite created the profile
+    before = live_gunicorn.requests_seen("POST", "/oauth2/token")
+    out = run_node("medplum-client-credentials.mjs", data, E2E_CLIENT_ID=backend.client_id,
+                   E2E_CLIENT_SECRET=secret, E2E_PATIENT_ID=patient_id)
+    token_requests = live_gunicorn.requests_seen("POST", "/oauth2/token") - before
+
+    assert token_requests <= 2, f"the server saw {token_requests} token requests"
+    assert Login.objects.filter(client=backend).count() == token_requests
+    assert [c.get("grant_type") for c in out["calls"] if c["path"] == "/oauth2/token"] == ["client_credentials"]
+    claims = out["access_token_claims"]
+    assert claims["client_id"] == backend.client_id
+    assert claims["exp"] - claims["iat"] > 300  # above the SDK's refreshGracePeriod
+    assert out["reads"] == [patient_id, patient_id] and out["same_token_after_reads"]
+    reads = [(c["method"], c["path"], c["status"]) for c in out["calls"] if c["path"].startswith("/fhir/")]
+    assert reads == [("GET", f"/fhir/R4/Patient/{patient_id}", 200)] * 2

@@ -415,7 +415,16 @@ def test_me_for_a_client_credentials_token(client, confidential_client):
                                                        confidential_client.plaintext_secret))
     me = client.get("/auth/me", HTTP_AUTHORIZATION=f"Bearer {response.json()['access_token']}").json()
     assert me["project"]["name"] == "Clinic"
-    assert "user" not in me and "membership" not in me and "profile" not in me
+    assert "user" not in me
+    # Medplum's profile of a client login is the ClientApplication; @medplum/core reads profile.id
+    # after startClientLogin() (without it the SDK throws).
+    reference = f"ClientApplication/{confidential_client.client_id}"
+    assert me["profile"] == {"resourceType": "ClientApplication", "id": confidential_client.client_id,
+                             "name": confidential_client.name}
+    assert me["membership"]["profile"] == {"reference": reference, "display": confidential_client.name}
+    assert me["membership"]["admin"] is False
+    assert me["accessPolicy"]["resource"] == [{"resourceType": "*"}]  # no client policy: full access
+    assert response.json()["profile"]["reference"] == reference
 
 
 @pytest.mark.parametrize("case", ["no token", "garbage", "id_token", "revoked", "basic"])

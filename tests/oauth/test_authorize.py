@@ -279,10 +279,10 @@ def test_error_redirect_keeps_the_registered_query(client, oauth_project, patien
 @pytest.mark.parametrize(("overrides", "description"), [
     ({"code_challenge": None, "code_challenge_method": None}, "Code challenge required."),
     ({"code_challenge": None}, "Code challenge required."),
-    ({"code_challenge_method": "plain"}, "Transform algorithm not supported."),
-    ({"code_challenge_method": None}, "Transform algorithm not supported."),
-    ({"code_challenge_method": "s256"}, "Transform algorithm not supported."),
-    ({"code_challenge_method": "S512"}, "Transform algorithm not supported."),
+    ({"code_challenge_method": "plain"}, "Unsupported code_challenge_method: only S256 is supported."),
+    ({"code_challenge_method": None}, "Missing code_challenge_method: only S256 is supported."),
+    ({"code_challenge_method": "s256"}, "Unsupported code_challenge_method: only S256 is supported."),
+    ({"code_challenge_method": "S512"}, "Unsupported code_challenge_method: only S256 is supported."),
 ])
 @pytest.mark.parametrize("confidential", [False, True])
 def test_pkce_s256_is_required(client, oauth_project, patient, overrides, description, confidential):
@@ -310,7 +310,8 @@ def test_pkce_optional_client_works_without_pkce(client, oauth_project, patient)
 def test_pkce_optional_client_still_gets_s256_only(client, oauth_project, patient):
     app = ClientApplicationFactory(project=oauth_project, pkce_optional=True)
     response = Flow(client, app).authorize(code_challenge_method="plain")
-    assert_error_redirect(response, "invalid_request")
+    params = assert_error_redirect(response, "invalid_request")
+    assert params["error_description"] == "Unsupported code_challenge_method: only S256 is supported."
 
 
 @pytest.mark.spec("RFC 6749 §3.3")

@@ -522,7 +522,7 @@ def test_smart_configuration_advertises_launch(client):
     assert all(is_supported(scope) for scope in body["scopes_supported"])
 
 
-# --- Backend Services: client_credentials tokens live ≤ 300 s ---------------------------------
+# --- Backend Services: client_credentials tokens capped by CLIENT_CREDENTIALS_MAX_LIFETIME ------
 
 @pytest.fixture
 def backend(oauth_project):
@@ -535,15 +535,24 @@ def backend(oauth_project):
 @pytest.mark.spec("SMART App Launch 2.2 §backend-services")
 def test_backend_services_token_lifetime_is_capped(client, backend):
     app, key = backend
+    app.access_token_lifetime = 7200
+    app.save()
     response = client_credentials(client, assertion_data(make_assertion(key, app.client_id), scope="system/*.rs"))
     assert response.status_code == 200, response.content
     body = response.json()
-    assert body["expires_in"] == 300 <= auth_settings.ACCESS_TOKEN_LIFETIME
+    assert body["expires_in"] == 3600 == auth_settings.CLIENT_CREDENTIALS_MAX_LIFETIME
     assert body["scope"] == "system/*.rs"
     assert "refresh_token" not in body and "smart_style_url" not in body and "patient" not in body
     claims = verify_jwt(client, body["access_token"])[1]
-    assert claims["exp"] - claims["iat"] == 300
-    assert claims["exp"] <= time.time() + 301
+    assert claims["exp"] - claims["iat"] == 3600
+    assert claims["exp"] <= time.time() + 3601
+
+
+def test_client_credentials_default_lifetime_is_above_the_sdk_grace_period(client, backend):
+    """@medplum/core renews a token while < 300 s are left: a 300 s token would loop it."""
+    app, key = backend
+    response = client_credentials(client, assertion_data(make_assertion(key, app.client_id), scope="system/*.rs"))
+    assert response.json()["expires_in"] == auth_settings.ACCESS_TOKEN_LIFETIME == 3600 > 300
 
 
 def test_backend_services_shorter_client_lifetime_wins(client, backend):
@@ -561,7 +570,7 @@ def test_client_credentials_cap_is_a_setting(client, confidential_client):
     with override_settings(MEDPLUM_AUTH={**auth_settings.user_settings, "CLIENT_CREDENTIALS_MAX_LIFETIME": 120}):
         response = client_credentials(client, {"scope": "system/*.rs"}, HTTP_AUTHORIZATION=auth)
         assert response.json()["expires_in"] == 120
-    assert client_credentials(client, {"scope": "system/*.rs"}, HTTP_AUTHORIZATION=auth).json()["expires_in"] == 300
+    assert client_credentials(client, {"scope": "system/*.rs"}, HTTP_AUTHORIZATION=auth).json()["expires_in"] == 3600
 
 
 def test_cap_does_not_touch_user_tokens(client, app, patient):

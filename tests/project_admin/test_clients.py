@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -11,10 +12,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import Client
 
+from medplum_auth.access import client_policy_rule
 from medplum_auth.conf import auth_settings
 from medplum_auth.models import ClientApplication, Login
 from medplum_auth.secrets import DIGEST_PREFIX, verify_client_secret
-from medplum_auth.validators import validate_origin, validate_redirect_uri
+from medplum_auth.validators import validate_access_token_lifetime, validate_origin, validate_redirect_uri
 from tests.factories import AccessPolicyFactory, ClientApplicationFactory, MembershipFactory
 
 from .conftest import shown_secret, text, url
@@ -61,6 +63,19 @@ def test_bad_redirect_uri_shows_the_validators_message(pa, project, uri):
     assert not ClientApplication.objects.filter(project=project).exists()
 
 
+def test_redirect_uris_on_one_line_are_refused_not_split(pa, project):
+    line = "https://app.example.org/callback https://app.example.org/other"
+    response = create(pa, project, redirect_uris=line)
+    assert response.status_code == 400
+    message = response.context["form"].errors["redirect_uris"][0]
+    assert message == validator_message(validate_redirect_uri, line)
+    assert "contains a space. Enter one per line" in message
+    assert html.escape(message) in text(response)
+    assert not ClientApplication.objects.filter(project=project).exists()
+    assert create(pa, project, redirect_uris=line.replace(" ", "\r\n")).status_code == 303
+    assert ClientApplication.objects.get(project=project).redirect_uri_list == line.split()
+
+
 def test_every_bad_redirect_uri_is_reported_at_once(pa, project):
     bad = ["http://a.example/cb", "https://b.example/cb#f"]
     response = create(pa, project, redirect_uris="\n".join(bad))
@@ -80,6 +95,7 @@ def test_every_bad_redirect_uri_is_reported_at_once(pa, project):
     ("jwks_uri", "http://keys.example/jwks",
      lambda: validator_message(validate_redirect_uri, "http://keys.example/jwks", "JWKS URI")),
     ("access_token_lifetime", "-5", "Ensure this value is greater than or equal to 0."),
+    ("access_token_lifetime", "300", lambda: validator_message(validate_access_token_lifetime, 300)),
     ("access_policy", "00000000-0000-0000-0000-000000000000",
      "Select a valid choice. That choice is not one of the available choices."),
 ])
@@ -271,6 +287,26 @@ def test_disabled_client_gets_invalid_client_at_once(pa, project):
     assert token().status_code == 200
 
 
+def test_access_token_lifetime_error_names_the_sdk_grace_period(pa, project):
+    response = create(pa, project, access_token_lifetime="120")
+    message = response.context["form"].errors["access_token_lifetime"][0]
+    assert "refreshGracePeriod (300 s)" in message and "@medplum/core" in message
+    assert create(pa, project, access_token_lifetime="301").status_code == 303
+
+
+def test_a_short_lifetime_stored_earlier_does_not_block_other_edits(pa, project):
+    client = ClientApplicationFactory(project=project, name="App", access_token_lifetime=60)
+    form = {"name": "Renamed", "description": "", "redirect_uris": "https://app.example.org/callback",
+            "access_policy": "", "authorization_grant_type": "authorization-code", "access_token_lifetime": "60",
+            "refresh_token_lifetime": "", "post_logout_redirect_uris": "", "allowed_origins": "",
+            "launch_uri": "", "jwks_uri": "", "jwks": "null", "sign_in_text": ""}
+    assert pa.post(url("client", project, client.pk), form).status_code == 303
+    changed = pa.post(url("client", project, client.pk), {**form, "access_token_lifetime": "90"})
+    assert changed.status_code == 400 and "access_token_lifetime" in changed.context["form"].errors
+    client.refresh_from_db()
+    assert (client.name, client.access_token_lifetime) == ("Renamed", 60)
+
+
 def test_delete_asks_then_deletes(pa, project):
     client = ClientApplicationFactory(project=project, name="Old app")
     confirm = pa.get(url("client-delete", project, client.pk))
@@ -304,6 +340,26 @@ def test_edit_client_saves_and_keeps_input_on_error(pa, project, patient_policy)
         "Renamed", "https://new.example.org/cb", patient_policy)
     assert client.client_secret == digest
     assert "status" not in bad.context["form"].fields  # status has its own buttons
+
+
+def test_client_policy_rule_reads_the_same_on_the_form_the_client_page_the_list_and_the_readme(
+        pa, project, patient_policy):
+    """One sentence (``medplum_auth.access.client_policy_rule``) wherever a client's policy is set or shown."""
+    rule = client_policy_rule()
+    assert "restricts the app for every user who signs in through it" in rule
+    assert "for the client itself (client_credentials)" in rule
+    create_page = pa.get(url("client-create", project))
+    assert create_page.context["form"].fields["access_policy"].help_text == rule
+    assert rule in text(create_page)  # Django renders help texts as they are
+    client = ClientApplicationFactory(project=project, name="Plain app")
+    detail = pa.get(url("client", project, client.pk))
+    assert detail.context["form"].fields["access_policy"].help_text == rule
+    assert html.escape(rule) in text(detail)  # the sentence beside the policy (#client-policy-rule)
+    assert "none — users keep their own access; <strong>full access</strong> when the client acts for itself" in text(
+        pa.get(url("clients", project)))
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert ("access policies that limit what data a client may reach — for every user who signs in through it "
+            "and for the client itself") in readme
 
 
 def test_client_list_columns(pa, project, patient_policy):

@@ -43,7 +43,7 @@ def test_invite_form_fields_and_labels(pa, project, patient_policy):
     page = text(pa.get(url("member-invite", project)))
     for field in ("first_name", "last_name", "email", "access_policy", "admin"):
         assert f'for="id_{field}"' in page, field
-    assert "<legend>Profile type:</legend>" in page  # radio buttons grouped for screen readers
+    assert "<legend>Profile type</legend>" in page  # radio buttons grouped for screen readers
     assert 'value="RelatedPerson"' not in page
     assert 'name="password"' not in page
     assert patient_policy.name in page

@@ -125,4 +125,4 @@ def test_account_sign_in_never_redirects_off_site(db, target):
     http = Client()
     response = http.post("/oauth2/account/signin", {"email": user.email, "password": DEFAULT_PASSWORD,
                                                     "next": target})
-    assert response["Location"] == "/oauth2/account/security"
+    assert response["Location"] == "/oauth2/account"

@@ -1,7 +1,9 @@
 """``manage.py medplum_seed_demo``: a ready-to-try demo project, for development only.
 
 Idempotent: whatever already exists is reused and left unchanged, so a second run creates
-nothing. The confidential client's secret is printed only by the run that creates it.
+nothing. The confidential client's secret is printed only by the run that creates it. Apps that
+keep data of their own add demo data through ``medplum_auth.signals.demo_seeded`` (``fhir_api``:
+the demo patient's Observations and Conditions); this app never imports them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from django.contrib.auth import get_user_model
 from medplum_auth import services
 from medplum_auth.management.base import MedplumCommand
 from medplum_auth.models import AccessPolicy, ClientApplication, DefaultAccessPolicy, Project, ProjectMembership
+from medplum_auth.signals import demo_seeded
 
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "Demo-Admin-2026!"
@@ -25,6 +28,13 @@ PRACTITIONER = {"email": "practitioner@example.com", "password": "Demo-Practitio
                 "first_name": "Alice", "last_name": "Smith"}
 PATIENT = {"email": "patient@example.com", "password": "Demo-Patient-2026!",
            "first_name": "Homer", "last_name": "Simpson"}
+ROLES = {
+    "admin": "superuser: Django admin (/admin/) and every project's Project Admin (/project-admin/)",
+    "practitioner": "Practitioner and admin of Demo Project: Project Admin pages; signs in to apps with the "
+                    "whole project's data (no access policy)",
+    "patient": "Patient of Demo Project: signs in to apps and sees only their own record "
+               "(Patient compartment policy)",
+}
 
 # Types a patient may read and search when the resource points at them.
 PATIENT_COMPARTMENT: dict[str, str] = {
@@ -71,9 +81,15 @@ class Command(MedplumCommand):
         public, _ = self.seed_client(project, PUBLIC_CLIENT_ID, "Demo public client", True, created)
         confidential, secret = self.seed_client(project, CONFIDENTIAL_CLIENT_ID, "Demo confidential client",
                                                 False, created)
-        practitioner = self.seed_member(project, PRACTITIONER, "Practitioner", created, admin=True)
-        patient = self.seed_member(project, PATIENT, "Patient", created, access_policy=policy)
+        practitioner, practitioner_membership = self.seed_member(project, PRACTITIONER, "Practitioner", created,
+                                                                 admin=True)
+        patient, patient_membership = self.seed_member(project, PATIENT, "Patient", created, access_policy=policy)
         signing_key = services.ensure_signing_key()
+        demo_data: dict[str, Any] = {}
+        for _receiver, result in demo_seeded.send(sender=type(self), project=project, patient=patient_membership,
+                                                  practitioner=practitioner_membership):
+            if isinstance(result, dict):
+                demo_data.update(result)
 
         confidential_out: dict[str, Any] = {"client_id": confidential.client_id,
                                             "redirect_uris": confidential.redirect_uri_list}
@@ -85,7 +101,7 @@ class Command(MedplumCommand):
                 f"python manage.py medplum_rotate_client_secret --client-id {confidential.client_id}")
         return {
             "admin": {"email": admin.email, "username": admin.get_username(),
-                      "password": self.known_password(admin, ADMIN_PASSWORD)},
+                      "password": self.known_password(admin, ADMIN_PASSWORD), "role": ROLES["admin"]},
             "project": {"id": str(project.id), "name": project.name},
             "access_policy": {"id": str(policy.id), "name": policy.name, "rules": len(policy.resources),
                               "default_for_patient": default.access_policy_id == policy.id},
@@ -94,6 +110,7 @@ class Command(MedplumCommand):
             "practitioner": practitioner,
             "patient": patient,
             "signing_key": signing_key.kid,
+            "demo_data": demo_data,
             "created": created,
         }
 
@@ -120,7 +137,8 @@ class Command(MedplumCommand):
                                       client_id=client_id)
 
     def seed_member(self, project: Project, person: dict[str, str], profile_type: str, created: list[str],
-                    *, admin: bool = False, access_policy: AccessPolicy | None = None) -> dict[str, Any]:
+                    *, admin: bool = False, access_policy: AccessPolicy | None = None,
+                    ) -> tuple[dict[str, Any], ProjectMembership]:
         membership = (ProjectMembership.objects.select_related("user")
                       .filter(project=project, profile_type=profile_type, user__email__iexact=person["email"])
                       .first())
@@ -135,7 +153,8 @@ class Command(MedplumCommand):
             ).membership
             created.append(profile_type.lower())
         return {"email": membership.user.email, "password": self.known_password(membership.user, person["password"]),
-                "profile": membership.profile, "admin": membership.admin}
+                "profile": membership.profile, "admin": membership.admin,
+                "role": ROLES[profile_type.lower()]}, membership
 
     @staticmethod
     def known_password(user: Any, password: str) -> str | None:
