@@ -143,11 +143,14 @@ class StatusView(View):
         return response
 
 
-@method_decorator(csrf_exempt, name="dispatch")
-class EnrollView(View):
-    """``POST /auth/mfa/enroll {token}``: confirm the authenticator app of ``/auth/mfa/status``."""
+class _BearerCodeView(View):
+    """A change to the caller's own authenticator app, proven with a current code (Medplum's shape)."""
 
     http_method_names = ["post", "options"]
+    event = ""
+
+    def act(self, user: Any, token: Any) -> dict[str, Any]:
+        raise NotImplementedError
 
     def post(self, request: HttpRequest) -> HttpResponse:
         user = _bearer_user(request)
@@ -157,37 +160,33 @@ class EnrollView(View):
         if data is None or not data.get("token"):
             return outcome("Missing token", expression="token")
         try:
-            codes = mfa.confirm_totp(user, data["token"])
+            extra = self.act(user, data["token"])
         except mfa.MfaError as exc:
             _record_failure(request, user, exc)
             return _error(exc)
-        audit.record(audit.EventType.MFA_ENROLLED, request=request, user=user, subject=f"User/{user.pk}",
-                     detail={"method": "totp"})
-        response = JsonResponse({**ALL_OK, "recoveryCodes": codes})
+        audit.record(self.event, request=request, user=user, subject=f"User/{user.pk}", detail={"method": "totp"})
+        response = JsonResponse({**ALL_OK, **extra})
         response["Cache-Control"] = "no-store"
         return response
 
 
 @method_decorator(csrf_exempt, name="dispatch")
-class DisableView(View):
+class EnrollView(_BearerCodeView):
+    """``POST /auth/mfa/enroll {token}``: confirm the authenticator app of ``/auth/mfa/status``; the
+    answer adds the new ``recoveryCodes`` (shown once)."""
+
+    event = audit.EventType.MFA_ENROLLED
+
+    def act(self, user: Any, token: Any) -> dict[str, Any]:
+        return {"recoveryCodes": mfa.confirm_totp(user, token)}
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class DisableView(_BearerCodeView):
     """``POST /auth/mfa/disable {token}``: a current code removes the authenticator app."""
 
-    http_method_names = ["post", "options"]
+    event = audit.EventType.MFA_DISABLED
 
-    def post(self, request: HttpRequest) -> HttpResponse:
-        user = _bearer_user(request)
-        if isinstance(user, HttpResponse):
-            return user
-        data = _json_body(request)
-        if data is None or not data.get("token"):
-            return outcome("Missing token", expression="token")
-        try:
-            mfa.disable_totp(user, data["token"])
-        except mfa.MfaError as exc:
-            _record_failure(request, user, exc)
-            return _error(exc)
-        audit.record(audit.EventType.MFA_DISABLED, request=request, user=user, subject=f"User/{user.pk}",
-                     detail={"method": "totp"})
-        response = JsonResponse(ALL_OK)
-        response["Cache-Control"] = "no-store"
-        return response
+    def act(self, user: Any, token: Any) -> dict[str, Any]:
+        mfa.disable_totp(user, token)
+        return {}
