@@ -12,6 +12,7 @@ from .conf import DEFAULTS, SDK_REFRESH_GRACE_PERIOD, SETTING_NAME, auth_setting
 from .keys import ALGORITHMS
 
 APPLICATION_MODEL = "medplum_auth.ClientApplication"
+ACCOUNT_SIGN_IN_VIEW = "medplum_auth.views.account.AccountSignInView"
 
 
 @checks.register(checks.Tags.compatibility)
@@ -147,3 +148,25 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
             id="medplum_auth.W004",
         ))
     return warnings
+
+
+@checks.register(checks.Tags.security)
+def check_admin_sign_in(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W013: the Django admin's own sign-in would let a user with a second factor in on a password."""
+    from django.apps import apps
+    from django.urls import NoReverseMatch, Resolver404, resolve, reverse
+
+    if not apps.is_installed("django.contrib.admin"):
+        return []
+    try:
+        match = resolve(reverse("admin:login"))
+    except (NoReverseMatch, Resolver404):
+        return []
+    view = getattr(match.func, "view_class", None)
+    if view is not None and f"{view.__module__}.{view.__qualname__}" == ACCOUNT_SIGN_IN_VIEW:
+        return []  # compared by name: the checks sit below the views and do not import them
+    return [checks.Warning(
+        "The Django admin signs users in with its own form, which skips their second factor.",
+        hint='Route it to ours before admin.site.urls: path("admin/login/", '
+             "medplum_auth.views.account.AccountSignInView.as_view()).", id="medplum_auth.W013",
+    )]

@@ -221,3 +221,12 @@ def test_w012_clients_with_a_short_own_lifetime(settings):
     messages = check_client_token_lifetimes(databases=["default"])
     assert ids(messages) == ["medplum_auth.W012"]
     assert "'short-app'" in messages[0].msg and "300 s" in messages[0].msg and "refreshGracePeriod" in messages[0].msg
+
+
+def test_the_django_admin_sign_in_must_be_ours():
+    from medplum_auth.checks import check_admin_sign_in
+
+    assert check_admin_sign_in() == []  # the example site routes /admin/login/ to the account sign-in
+    with override_settings(ROOT_URLCONF="tests.urls_plain_admin"):
+        messages = check_admin_sign_in()
+    assert ids(messages) == ["medplum_auth.W013"] and "skips their second factor" in messages[0].msg
