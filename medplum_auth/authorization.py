@@ -321,6 +321,14 @@ def unreachable_scopes(client: ClientApplication, membership: ProjectMembership,
     return login_inputs(membership=membership, client=client).unreachable_scopes(scopes)
 
 
+def withheld_all(requested: list[str], granted: list[str]) -> bool:
+    """The request asked for SMART resource scopes and the user granted none of them."""
+    def has_resource_scope(scopes: list[str]) -> bool:
+        return any(scope_utils.parse_resource_scope(s) for s in scopes)
+
+    return has_resource_scope(requested) and not has_resource_scope(granted)
+
+
 def grantable(scopes: list[str], unreachable: list[str]) -> list[str]:
     """``scopes`` without the ``unreachable`` ones, so the token never lists what the app cannot use.
 
@@ -358,6 +366,7 @@ def complete(request: HttpRequest, rid: str | None, pending: dict[str, Any], mem
         "membership": membership,
         "auth_time": _auth_time(request),
         "amr": request.session.get(AMR_KEY) or "pwd",
+        "resource_scopes_withheld": withheld_all(pending["scopes"], granted),
         "remote_addr": request.META.get("REMOTE_ADDR"),
         "user_agent": request.META.get("HTTP_USER_AGENT", ""),
     }

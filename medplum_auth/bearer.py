@@ -68,7 +68,7 @@ def _bearer_fields() -> tuple[str, ...]:
     present = {field.name for field in user_model._meta.concrete_fields}
     return (
         "id", "user", "client", "project", "membership", "launch", "scope", "auth_method", "auth_time",
-        "revoked_at", "refresh_expires_at", "launch_patient", "launch_encounter",
+        "revoked_at", "refresh_expires_at", "launch_patient", "launch_encounter", "resource_scopes_withheld",
         *(f"user__{name}" for name in sorted(user_fields & present)),
         "project__active", "project__name",
         "client__client_id", "client__name", "client__status", "client__project", "client__access_policy",

@@ -39,6 +39,7 @@ def create_login(
     launch_encounter: str = "",
     amr: str = "pwd",
     awaiting_mfa: bool = False,
+    resource_scopes_withheld: bool = False,
 ) -> tuple[Login, str | None]:
     """A login for ``user`` at ``client``; with a membership it also gets a fresh code.
 
@@ -54,7 +55,7 @@ def create_login(
         code_challenge=code_challenge or "", code_challenge_method=code_challenge_method or "",
         remote_addr=remote_addr, user_agent=(user_agent or "")[:255],
         launch=launch, launch_patient=launch_patient or "", launch_encounter=launch_encounter or "",
-        amr=amr, awaiting_mfa=awaiting_mfa,
+        amr=amr, awaiting_mfa=awaiting_mfa, resource_scopes_withheld=resource_scopes_withheld,
     )
     issued = None
     if membership is not None and not awaiting_mfa:

@@ -441,6 +441,9 @@ class Login(models.Model):
     amr = models.CharField(_("authentication methods"), max_length=64, blank=True, default="")
     #: The JSON login API's second step is outstanding: no code until ``/auth/mfa/verify``.
     awaiting_mfa = models.BooleanField(_("awaiting second factor"), default=False)
+    #: The user deselected every SMART resource scope the app asked for: the login reaches no FHIR
+    #: data (a token without resource scopes would otherwise be governed by the policies alone).
+    resource_scopes_withheld = models.BooleanField(_("data scopes withheld"), default=False)
 
     class Meta:
         ordering = ["-created"]

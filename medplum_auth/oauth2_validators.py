@@ -202,6 +202,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
             launch_patient=getattr(request, "launch_patient", ""),
             launch_encounter=getattr(request, "launch_encounter", ""),
             amr=getattr(request, "amr", "") or "pwd",
+            resource_scopes_withheld=bool(getattr(request, "resource_scopes_withheld", False)),
         )
 
     def _login_for_code(self, code: str) -> Login | None:

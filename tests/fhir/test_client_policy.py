@@ -236,3 +236,26 @@ def test_patient_picker_offers_only_patients_the_client_allows(client, project1,
     assert refused.status_code == 400
     chosen = client.post("/oauth2/patient", {"rid": rid, "patient": bob.profile})
     assert chosen.status_code == 302
+
+
+def test_deselecting_every_data_scope_on_consent_grants_no_data(client, project1, alice, data):
+    """A token without SMART resource scopes is governed by the policies alone; when that is because
+    the user withheld every one the app asked for, it must reach nothing."""
+    from tests.oauth.conftest import login_of, query
+
+    app = app_with(project1, None)
+    flow = Flow(client, app)
+    response = client.get(flow.sign_in(flow.authorize(scope="openid patient/Observation.rs"),
+                                       email=alice.user.email)["Location"])
+    assert response["Location"].startswith("/oauth2/consent?rid=")
+    rid = query(response["Location"])["rid"]
+    done = flow.follow(client.post("/oauth2/consent", {"rid": rid, "action": "allow", "scope": []}), approve=False)
+    token = flow.token(query(done["Location"])["code"]).json()
+    assert token["scope"] == "openid"
+    api = Api(client, token["access_token"])
+    assert_outcome(api.get("/Observation"), 403, "forbidden")
+    assert_outcome(api.get(f"/{alice.profile}"), 403, "forbidden")
+    assert login_of(token["access_token"]).resource_scopes_withheld
+    # Asked for openid alone (Medplum's apps), the same patient's policy applies as before.
+    plain = user_api(client, app, alice)
+    assert ids(plain.get("/Observation")) == {data["alice_lab"], data["alice_vital"]}

@@ -25,6 +25,8 @@ def patient_context(context: AccessContext) -> str | None:
 def effective_policy_for(context: AccessContext) -> EffectivePolicy:
     """Compile the policy that decides what ``context``'s token may do."""
     login = context.login
+    if login.resource_scopes_withheld:
+        return EffectivePolicy([])  # the user allowed the app none of the data it asked for
     if login.membership_id:
         return login_inputs(membership=login.membership, client=login.client).compile(
             context.scopes, login.launch_patient)
