@@ -239,13 +239,17 @@ def _compile_policy(rules: list[dict[str, Any]] | None, parameters: dict[str, st
     return EffectivePolicy(grants, tuple(field_rules))
 
 
+def _narrower_type(granted: str, wanted: str) -> str | None:
+    """The resource type both cover: ``*`` meets any type, else the two must be the same."""
+    if granted == "*":
+        return wanted
+    return granted if wanted in ("*", granted) else None
+
+
 def _meet(grant: Grant, restriction: Grant) -> Grant | None:
     """What both grants allow: the narrower type, the common interactions, both criteria."""
-    if grant.resource_type == "*":
-        resource_type = restriction.resource_type
-    elif restriction.resource_type in ("*", grant.resource_type):
-        resource_type = grant.resource_type
-    else:
+    resource_type = _narrower_type(grant.resource_type, restriction.resource_type)
+    if resource_type is None:
         return None
     interactions = grant.interactions & restriction.interactions
     if not interactions:
@@ -256,11 +260,8 @@ def _meet(grant: Grant, restriction: Grant) -> Grant | None:
 
 
 def _intersect(grant: Grant, scope: ResourceScope, patient: str | None) -> Grant | None:
-    if grant.resource_type == "*":
-        resource_type = scope.resource_type
-    elif scope.resource_type in ("*", grant.resource_type):
-        resource_type = grant.resource_type
-    else:
+    resource_type = _narrower_type(grant.resource_type, scope.resource_type)
+    if resource_type is None:
         return None
     allowed = frozenset().union(*(PERMISSION_INTERACTIONS[p] for p in scope.permissions))
     interactions = grant.interactions & allowed
@@ -357,8 +358,7 @@ class LoginInputs:
             if parsed is None:
                 continue
             allowed = frozenset().union(*(PERMISSION_INTERACTIONS[p] for p in parsed.permissions))
-            if not any(grant.interactions & allowed
-                       and (grant.resource_type == "*" or parsed.resource_type in ("*", grant.resource_type))
+            if not any(grant.interactions & allowed and _narrower_type(grant.resource_type, parsed.resource_type)
                        for grant in client_grants):
                 unreachable.append(scope)
         return unreachable

@@ -16,6 +16,7 @@ is a 429 with ``Retry-After``.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from datetime import timedelta
 from typing import Any
 
@@ -50,14 +51,15 @@ def _record_failure(request: HttpRequest, user: Any, exc: mfa.MfaError) -> None:
                  outcome=audit.Outcome.MINOR_FAILURE, reason=_reason(exc))
 
 
-class _PendingLoginView(View):
+class _PendingLoginView(View, ABC):
     """A ``/auth/login`` login awaiting its second factor: fresh, not granted, not revoked."""
 
     http_method_names = ["post", "options"]
     event = audit.EventType.MFA_VERIFIED
 
+    @abstractmethod
     def second_factor(self, login: Login, token: Any) -> tuple[str, list[str]]:
-        raise NotImplementedError
+        """Check ``token`` for ``login``'s user: ``(amr method, new recovery codes)`` or :class:`MfaError`."""
 
     def post(self, request: HttpRequest) -> HttpResponse:
         data = _json_body(request)
@@ -143,14 +145,15 @@ class StatusView(View):
         return response
 
 
-class _BearerCodeView(View):
+class _BearerCodeView(View, ABC):
     """A change to the caller's own authenticator app, proven with a current code (Medplum's shape)."""
 
     http_method_names = ["post", "options"]
     event = ""
 
+    @abstractmethod
     def act(self, user: Any, token: Any) -> dict[str, Any]:
-        raise NotImplementedError
+        """Make the change with ``token``: fields to add to the answer, or :class:`MfaError`."""
 
     def post(self, request: HttpRequest) -> HttpResponse:
         user = _bearer_user(request)
