@@ -8,6 +8,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from medplum_auth.database import with_sqlite_options
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -47,6 +49,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "medplum_auth.middleware.RequestIdMiddleware",
+    "medplum_auth.middleware.DatabaseBusyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -76,10 +79,12 @@ TEMPLATES = [
     },
 ]
 
+# SQLite (the default, or any sqlite:// DATABASE_URL) gets the options that let several server
+# processes write at once: WAL, a busy timeout and BEGIN IMMEDIATE (medplum_auth.database).
 DATABASES = {
-    "default": dj_database_url.config(
+    "default": with_sqlite_options(dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60"))
-    )
+    ))
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("DB_PREPARED_STATEMENTS", True):
     # Server-side binding lets psycopg prepare the hot queries (token and login lookups) after

@@ -9,6 +9,7 @@ from django.core import checks
 from django.db import DatabaseError
 
 from .conf import DEFAULTS, SDK_REFRESH_GRACE_PERIOD, SETTING_NAME, auth_settings
+from .database import SQLITE_ENGINE
 from .keys import ALGORITHMS
 
 APPLICATION_MODEL = "medplum_auth.ClientApplication"
@@ -148,6 +149,37 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMes
             id="medplum_auth.W004",
         ))
     return warnings
+
+
+def _sqlite_aliases() -> list[str]:
+    return [alias for alias, db in settings.DATABASES.items() if db.get("ENGINE") == SQLITE_ENGINE]
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_sqlite_in_production(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W014 (``check --deploy``): SQLite with ``DEBUG`` off, i.e. probably in production."""
+    if settings.DEBUG:
+        return []
+    return [checks.Warning(
+        f"DATABASES[{alias!r}] is SQLite: good for the demo, development, tests and one small instance "
+        "on one host, but its writers queue for one lock per file and it cannot be shared by several hosts.",
+        hint="Use PostgreSQL in production (DATABASE_URL=postgres://…); see the README's deployment notes. "
+             "For a deliberate single small instance, silence medplum_auth.W014 in SILENCED_SYSTEM_CHECKS.",
+        id="medplum_auth.W014",
+    ) for alias in _sqlite_aliases()]
+
+
+@checks.register(checks.Tags.compatibility)
+def check_sqlite_options(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W015: a SQLite database without BEGIN IMMEDIATE fails concurrent writes instead of queueing them."""
+    return [checks.Warning(
+        f"DATABASES[{alias!r}] is SQLite without OPTIONS transaction_mode 'IMMEDIATE': two requests "
+        "writing at once can fail with 'database is locked' (answered 503).",
+        hint="Wrap the entry in medplum_auth.database.with_sqlite_options(...) (WAL, a busy timeout and "
+             "transaction_mode 'IMMEDIATE'), as config/settings.py does.",
+        id="medplum_auth.W015",
+    ) for alias in _sqlite_aliases()
+        if str(settings.DATABASES[alias].get("OPTIONS", {}).get("transaction_mode") or "").upper() != "IMMEDIATE"]
 
 
 @checks.register(checks.Tags.security)

@@ -1,12 +1,15 @@
-"""Middleware of the audit trail: the request id on every request and response."""
+"""Middleware: the audit trail's request id on every request and response; 503 when the database is busy."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from . import audit
+from . import audit, database
+
+log = logging.getLogger(__name__)
 
 
 class RequestIdMiddleware:
@@ -30,3 +33,52 @@ class RequestIdMiddleware:
             audit.unbind_request(token)
         response[audit.REQUEST_ID_HEADER] = rid
         return response
+
+
+#: Views of ``medplum_auth.urls`` whose errors are RFC 6749 JSON objects.
+OAUTH_JSON_VIEWS = frozenset({"token", "introspect", "revoke", "userinfo", "openid-configuration",
+                              "oauth-authorization-server", "jwks"})
+
+
+class DatabaseBusyMiddleware:
+    """A view that fails because the database stayed locked answers 503 with ``Retry-After``.
+
+    SQLite gives up on a lock after its busy timeout (``medplum_auth.database.SQLITE_OPTIONS``);
+    PostgreSQL after ``lock_timeout``, or with a serialization failure or deadlock. The request's
+    transaction is rolled back, so nothing it wrote remains, and the client may simply retry:
+    the answer says so in each API's own shape instead of Django's 500 page. OAuth endpoints:
+    ``{"error": "temporarily_unavailable"}`` (RFC 6749 §4.1.2.1); ``/auth/*`` and FHIR: an
+    OperationOutcome with issue code ``transient`` (the FHIR API's own DRF exception handler
+    answers first); every other page: the HTML error page. Other exceptions pass through.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not database.is_busy(exception):
+            return None
+        log.warning("database busy, answered 503: %s %s: %s", request.method, request.path, exception)
+        response = busy_response(request)
+        response["Retry-After"] = str(database.RETRY_AFTER_SECONDS)
+        return response
+
+
+def busy_response(request: HttpRequest) -> HttpResponse:
+    """The 503 of :class:`DatabaseBusyMiddleware` in the shape of the view ``request`` went to."""
+    from .authorization import error_page
+    from .views.auth_api import outcome
+    from .views.oauth import oauth_error
+
+    match = request.resolver_match
+    name = match.url_name if match else None
+    namespace = match.namespace if match else ""
+    text = "The database is busy; retry in a few seconds."
+    if namespace == "medplum_auth" and name in OAUTH_JSON_VIEWS:
+        return oauth_error("temporarily_unavailable", text, status=503)
+    if namespace == "fhir_api" or (namespace == "medplum_auth" and (name or "").startswith("auth-")):
+        return outcome(text, status=503, code="transient")
+    return error_page(request, "Temporarily unavailable", text, status=503)

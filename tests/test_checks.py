@@ -176,7 +176,8 @@ def test_check_deploy_command_reports_warnings():
 def test_check_deploy_command_quiet_about_us_when_configured():
     ensure_signing_key()
     stdout, stderr = StringIO(), StringIO()
-    with override_settings(MEDPLUM_AUTH=GOOD_DEPLOY):
+    # On the SQLite test run, W014 says what it should; a deliberate SQLite deployment silences it.
+    with override_settings(MEDPLUM_AUTH=GOOD_DEPLOY, SILENCED_SYSTEM_CHECKS=["medplum_auth.W014"]):
         call_command("check", "--deploy", "--database", "default", "--fail-level", "CRITICAL",
                      stdout=stdout, stderr=stderr)
     output = stdout.getvalue() + stderr.getvalue()
@@ -230,3 +231,34 @@ def test_the_django_admin_sign_in_must_be_ours():
     with override_settings(ROOT_URLCONF="tests.urls_plain_admin"):
         messages = check_admin_sign_in()
     assert ids(messages) == ["medplum_auth.W013"] and "skips their second factor" in messages[0].msg
+
+
+SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"}
+POSTGRES = {"ENGINE": "django.db.backends.postgresql", "NAME": "medplum"}
+
+
+def test_w014_sqlite_with_debug_off_is_a_deploy_warning():
+    from django.core.checks.registry import registry
+
+    from medplum_auth.checks import check_sqlite_in_production
+
+    with override_settings(DATABASES={"default": SQLITE}, DEBUG=False):
+        messages = check_sqlite_in_production()
+    assert ids(messages) == ["medplum_auth.W014"] and "PostgreSQL" in messages[0].hint
+    with override_settings(DATABASES={"default": SQLITE}, DEBUG=True):
+        assert check_sqlite_in_production() == []
+    with override_settings(DATABASES={"default": POSTGRES}, DEBUG=False):
+        assert check_sqlite_in_production() == []
+    # Only `check --deploy` runs it: CI's `manage.py check` on SQLite with DEBUG off stays clean.
+    assert check_sqlite_in_production in registry.get_checks(include_deployment_checks=True)
+    assert check_sqlite_in_production not in registry.get_checks(include_deployment_checks=False)
+
+
+def test_w015_sqlite_without_immediate_transactions():
+    from medplum_auth.checks import check_sqlite_options
+    from medplum_auth.database import with_sqlite_options
+
+    with override_settings(DATABASES={"default": SQLITE}):
+        assert ids(check_sqlite_options()) == ["medplum_auth.W015"]
+    with override_settings(DATABASES={"default": with_sqlite_options(SQLITE), "pg": POSTGRES}):
+        assert check_sqlite_options() == []

@@ -66,11 +66,12 @@ def header(headers, name):
 def test_the_api_stack_is_the_site_stack_without_the_browser_middleware(application):
     assert application.api.middleware == [p for p in settings.MIDDLEWARE if p not in wsgi.BROWSER_MIDDLEWARE]
     assert application.api.middleware == ["medplum_auth.middleware.RequestIdMiddleware",
+                                          "medplum_auth.middleware.DatabaseBusyMiddleware",
                                           "django.middleware.security.SecurityMiddleware",
                                           "corsheaders.middleware.CorsMiddleware",
                                           "django.middleware.common.CommonMiddleware",
                                           "django.middleware.clickjacking.XFrameOptionsMiddleware"]
-    assert settings.MIDDLEWARE[4] == "django.contrib.sessions.middleware.SessionMiddleware"  # restored after load
+    assert settings.MIDDLEWARE[5] == "django.contrib.sessions.middleware.SessionMiddleware"  # restored after load
 
 
 def test_explicit_api_middleware():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -136,8 +136,10 @@ class TokenView(View):
             if meta in request.META:
                 headers[name] = request.META[meta]
         # The code and refresh-token grants read their login locked and write it: one transaction.
-        # client_credentials only inserts its login, which needs no BEGIN and COMMIT round trips.
-        locking = request.POST["grant_type"] in LOCKING_GRANTS
+        # client_credentials only inserts its login (and its audit event), which on PostgreSQL
+        # needs no BEGIN and COMMIT round trips; on SQLite each of those inserts would take the
+        # database's write lock on its own, and one timing out would leave the other behind.
+        locking = request.POST["grant_type"] in LOCKING_GRANTS or connection.vendor == "sqlite"
         with transaction.atomic() if locking else contextlib.nullcontext():
             out_headers, out_body, status = get_server().create_token_response(
                 request.build_absolute_uri(request.path), "POST", body, headers)

@@ -16,6 +16,8 @@ from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from ... import database
+
 # HTTP status → (OperationOutcome id, issue code, text) for errors raised without their own.
 DEFAULT_OUTCOMES: dict[int, tuple[str, str, str]] = {
     400: ("bad-request", "invalid", "Bad request"),
@@ -29,6 +31,7 @@ DEFAULT_OUTCOMES: dict[int, tuple[str, str, str]] = {
     412: ("precondition-failed", "conflict", "Precondition failed"),
     415: ("unsupported-media-type", "not-supported", "Unsupported media type"),
     429: ("too-many-requests", "throttled", "Too many requests"),
+    503: ("unavailable", "transient", "Service unavailable"),
 }
 
 
@@ -109,6 +112,15 @@ class UnprocessablePatch(FhirError):
     issue_code = "processing"
 
 
+class DatabaseBusy(FhirError):
+    """503 with ``Retry-After``: the database stayed locked; the write was rolled back, retry it."""
+
+    status_code = 503
+    issue_code = "transient"
+    outcome_id = "unavailable"
+    default_detail = "The database is busy; retry in a few seconds."
+
+
 class InvalidBearerToken(exceptions.AuthenticationFailed):
     """401 with RFC 6750 §3.1 ``error`` and ``error_description`` in ``WWW-Authenticate``."""
 
@@ -129,9 +141,12 @@ def _challenge(exc: exceptions.APIException) -> str | None:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF ``EXCEPTION_HANDLER``: any API error as an OperationOutcome with the right status.
 
-    Unexpected exceptions are left to Django (``None``) so that they are logged and reported
-    as server errors rather than hidden.
+    A database that stayed locked (:func:`medplum_auth.database.is_busy`) is a 503 with
+    ``Retry-After``. Other unexpected exceptions are left to Django (``None``) so that they are
+    logged and reported as server errors rather than hidden.
     """
+    if database.is_busy(exc):
+        exc = DatabaseBusy()
     if isinstance(exc, Http404):
         exc = ResourceNotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -164,6 +179,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         headers["WWW-Authenticate"] = challenge
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         headers["Retry-After"] = str(int(exc.wait))
+    elif isinstance(exc, DatabaseBusy):
+        headers["Retry-After"] = str(database.RETRY_AFTER_SECONDS)
     response = Response(body, status=status_code, headers=headers)
     if status_code in (401, 403):
         response["Cache-Control"] = "no-store"
