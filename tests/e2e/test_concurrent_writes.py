@@ -28,7 +28,7 @@ from tests.e2e.conftest import gunicorn
 from tests.fhir.conftest import seed
 from tests.oauth.conftest import pkce_pair
 
-pytestmark = [pytest.mark.django_db(transaction=True),
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True),
               pytest.mark.spec("issue 19: concurrent writes on the embedded default")]
 
 THREADS = 8
