@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
 
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -21,7 +20,7 @@ from medplum_auth.contrib.rest_framework.permissions import AccessPolicyPermissi
 
 from . import audit_events
 from .query import SearchError
-from .views import DEFAULT_COUNT, IGNORED_PARAMS, MAX_COUNT, MAX_OFFSET, FhirView, _base, _int_param
+from .views import IGNORED_PARAMS, FhirView, Paging, _base
 
 #: ``total`` is counted up to this many matches; beyond it, ``total`` is left out (FHIR R4
 #: ``Bundle.total`` is optional) and ``next`` links still page on, so a search costs one bounded
@@ -74,17 +73,13 @@ class AuditEventTypeView(AuditEventView):
 
     def get(self, request: Request) -> Response:
         search = audit_events.AuditSearch()
-        count, offset, page, summary = DEFAULT_COUNT, None, None, None
+        paging, summary = Paging(), None
         try:
             for key, values in request.query_params.lists():
                 value = values[-1]
-                if key == "_count":
-                    count = min(_int_param(key, value, 0), MAX_COUNT)
-                elif key == "_offset":
-                    offset = _int_param(key, value, 0)
-                elif key == "_page":
-                    page = _int_param(key, value, 1)
-                elif key == "_sort":
+                if paging.take(key, value):
+                    continue
+                if key == "_sort":
                     if value not in ("date", "-date", "_lastUpdated", "-_lastUpdated"):
                         raise InvalidResource(f"Unsupported _sort {value!r} (use date or -date)", expression="_sort")
                     search.ascending = not value.startswith("-")
@@ -102,33 +97,18 @@ class AuditEventTypeView(AuditEventView):
                         search.kept.append((key, raw))
         except SearchError as exc:
             raise InvalidResource(str(exc), expression=exc.param) from None
-        if offset is None:
-            offset = (page - 1) * count if page else 0
-        if offset > MAX_OFFSET:
-            raise InvalidResource(f"Search offset {offset} exceeds the maximum of {MAX_OFFSET}; narrow the search",
-                                  expression="_page" if page else "_offset")
+        offset, count = paging.offset(), paging.count
         events = audit_events.queryset(self.project_id(), search, system=self.system())
         counted = events.order_by()[:TOTAL_LIMIT + 1].count()
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
         if counted <= TOTAL_LIMIT:
             bundle["total"] = counted
-        base, kept_query = _base(), urlencode(search.kept)
-
-        def link(relation: str, at: int) -> dict[str, str]:
-            query = f"_count={count}&_offset={at}"
-            return {"relation": relation, "url": f"{base}/AuditEvent?{kept_query}&{query}" if kept_query
-                    else f"{base}/AuditEvent?{query}"}
-
-        links = [link("self", offset)]
+        base = _base()
         rows = [] if summary == "count" or not count else list(events[offset:offset + count + 1])
         more, rows = len(rows) > count, rows[:count]
-        if summary != "count":
-            links.append(link("first", 0))
-            if count and (more or offset + count < min(counted, TOTAL_LIMIT)):
-                links.append(link("next", offset + count))
-            if offset > 0 and count:
-                links.append(link("previous", max(offset - count, 0)))
-        bundle["link"] = links
+        bundle["link"] = paging.links(f"{base}/AuditEvent", search.kept, offset,
+                                      more=more or offset + count < min(counted, TOTAL_LIMIT),
+                                      total_only=summary == "count")
         if summary != "count":
             bundle["entry"] = [{"fullUrl": f"{base}/AuditEvent/{row.pk}", "resource": audit_events.to_fhir(row),
                                 "search": {"mode": "match"}} for row in rows]

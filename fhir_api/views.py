@@ -153,6 +153,54 @@ def _base() -> str:
     return auth_settings.fhir_base_url
 
 
+class Paging:
+    """A searchset's ``_count`` and ``_offset`` or ``_page``, read as the parameters come, and its
+    ``self``/``first``/``next``/``previous`` links: one rule for every search this API answers."""
+
+    def __init__(self) -> None:
+        self.count = DEFAULT_COUNT
+        self._offset: int | None = None
+        self._page: int | None = None
+
+    def take(self, key: str, value: str) -> bool:
+        """Read ``key`` if it is a paging parameter (a 400 when its value is not a valid number)."""
+        if key == "_count":
+            self.count = min(_int_param(key, value, 0), MAX_COUNT)
+        elif key == "_offset":
+            self._offset = _int_param(key, value, 0)
+        elif key == "_page":
+            self._page = _int_param(key, value, 1)
+        else:
+            return False
+        return True
+
+    def offset(self) -> int:
+        """Where the page starts; a 400 beyond :data:`MAX_OFFSET` (deeper pages scan every row before)."""
+        offset = self._offset if self._offset is not None else ((self._page - 1) * self.count if self._page else 0)
+        if offset > MAX_OFFSET:
+            raise InvalidResource(f"Search offset {offset} exceeds the maximum of {MAX_OFFSET}; narrow the search",
+                                  expression="_page" if self._offset is None else "_offset")
+        return offset
+
+    def links(self, url: str, kept: list[tuple[str, str]], offset: int, *, more: bool,
+              total_only: bool) -> list[dict[str, str]]:
+        """The Bundle links of the page at ``offset`` of ``url``; ``more``: a next page exists."""
+        kept_query = urlencode(kept)
+
+        def link(relation: str, at: int) -> dict[str, str]:
+            query = f"_count={self.count}&_offset={at}"
+            return {"relation": relation, "url": f"{url}?{kept_query}&{query}" if kept_query else f"{url}?{query}"}
+
+        links = [link("self", offset)]
+        if not total_only:
+            links.append(link("first", 0))
+            if self.count and more:
+                links.append(link("next", offset + self.count))
+            if offset > 0 and self.count:
+                links.append(link("previous", max(offset - self.count, 0)))
+        return links
+
+
 def _criteria(resource_type: str, query: str, header: str) -> list[Condition]:
     """Search criteria from a header holding a query string (``If-None-Exist``); 400 when unusable."""
     query = query.strip().lstrip("?")
@@ -185,16 +233,12 @@ class TypeView(FhirView):
         includes: list[Include] = []
         revincludes: list[Include] = []
         kept: list[tuple[str, str]] = []
-        count, offset, page, sort, summary = DEFAULT_COUNT, None, None, None, None
+        paging, sort, summary = Paging(), None, None
         for key, values in request.query_params.lists():
             value = values[-1]
-            if key == "_count":
-                count = min(_int_param(key, value, 0), MAX_COUNT)
-            elif key == "_offset":
-                offset = _int_param(key, value, 0)
-            elif key == "_page":
-                page = _int_param(key, value, 1)
-            elif key == "_sort":
+            if paging.take(key, value):
+                continue
+            if key == "_sort":
                 if value not in ("_lastUpdated", "-_lastUpdated"):
                     raise InvalidResource(f"Unsupported _sort {value!r} (use _lastUpdated or -_lastUpdated)",
                                           expression="_sort")
@@ -222,29 +266,14 @@ class TypeView(FhirView):
                     except SearchError as exc:
                         raise InvalidResource(str(exc), expression=exc.param) from None
                     kept.append((key, raw))
-        if offset is None:
-            offset = (page - 1) * count if page else 0
-        if offset > MAX_OFFSET:
-            raise InvalidResource(f"Search offset {offset} exceeds the maximum of {MAX_OFFSET}; narrow the search",
-                                  expression="_page" if page else "_offset")
+        offset, count = paging.offset(), paging.count
         total_only = summary == "count"
         repo = self.repository()
         result = repo.search(resource_type, conditions, sort=sort, offset=offset, count=count, total_only=total_only)
 
-        base, kept_query = _base(), urlencode(kept)
-
-        def link(relation: str, at: int) -> dict[str, str]:
-            query = f"_count={count}&_offset={at}"
-            return {"relation": relation, "url": f"{base}/{resource_type}?{kept_query}&{query}" if kept_query
-                    else f"{base}/{resource_type}?{query}"}
-
-        links = [link("self", offset)]
-        if not total_only:
-            links.append(link("first", 0))
-            if count and offset + count < result.total:
-                links.append(link("next", offset + count))
-            if offset > 0 and count:
-                links.append(link("previous", max(offset - count, 0)))
+        base = _base()
+        links = paging.links(f"{base}/{resource_type}", kept, offset, more=offset + count < result.total,
+                             total_only=total_only)
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": result.total,
                                   "link": links}
         if total_only:
