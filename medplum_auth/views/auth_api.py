@@ -67,6 +67,17 @@ def _json_body(request: HttpRequest) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def user_login(request: HttpRequest, forbidden: str = "Forbidden: a user's token is required") -> Any:
+    """The login of the request's Bearer token when a user signed in (401 without a valid token;
+    403 with ``forbidden`` for a client's own ``client_credentials`` token)."""
+    context = bearer_context(request)
+    if isinstance(context, HttpResponse):
+        return context
+    if not context.login.user_id:
+        return outcome(forbidden, status=403, code="forbidden")
+    return context.login
+
+
 def _membership_summary(m: ProjectMembership) -> dict[str, Any]:
     return {
         "id": str(m.pk),
@@ -386,12 +397,9 @@ class ChangePasswordView(View):
     http_method_names = ["post", "options"]
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        context = bearer_context(request)
-        if isinstance(context, HttpResponse):
-            return context
-        login = context.login
-        if not login.user_id:
-            return outcome("Forbidden: only a signed-in user can change a password", status=403, code="forbidden")
+        login = user_login(request, "Forbidden: only a signed-in user can change a password")
+        if isinstance(login, HttpResponse):
+            return login
         data = _json_body(request)
         if data is None:
             return outcome("Request body must be a JSON object (Content-Type: application/json).")

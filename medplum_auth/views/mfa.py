@@ -30,8 +30,15 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .. import audit, authorization, logins, mfa
 from ..models import Login
-from .auth_api import ALL_OK, PROFILE_SELECTION_SECONDS, _json_body, _membership_summary, _uuid_or_none, outcome
-from .userinfo import bearer_context
+from .auth_api import (
+    ALL_OK,
+    PROFILE_SELECTION_SECONDS,
+    _json_body,
+    _membership_summary,
+    _uuid_or_none,
+    outcome,
+    user_login,
+)
 
 
 def _error(exc: mfa.MfaError, expression: str = "token") -> HttpResponse:
@@ -117,12 +124,8 @@ class LoginEnrollView(_PendingLoginView):
 
 
 def _bearer_user(request: HttpRequest) -> Any:
-    context = bearer_context(request)
-    if isinstance(context, HttpResponse):
-        return context
-    if not context.login.user_id:
-        return outcome("Forbidden: a user's token is required", status=403, code="forbidden")
-    return context.login.user
+    login = user_login(request)
+    return login if isinstance(login, HttpResponse) else login.user
 
 
 class StatusView(View):
