@@ -79,6 +79,15 @@ def redeem(page: Any, base: str, client_id: str, landed: str, verifier: str,
     return response.json()
 
 
+def password_step(page: Any, base: str, url: str) -> None:
+    """Open the authorization request and pass the password: the second step comes next."""
+    page.goto(url)
+    page.get_by_label("Email").fill("pat@sunrise.example")
+    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{base}/oauth2/mfa")
+
+
 def sign_in_on_account_page(page: Any, base: str) -> None:
     page.goto(f"{base}/oauth2/account/security")
     assert "/oauth2/account/signin" in page.url
@@ -110,11 +119,7 @@ def test_authenticator_app_enroll_then_sign_in_with_code(browser: Any, app: dict
     page.set_default_timeout(15_000)
     landed = catch_callback(page)
     url, verifier = authorize_url(base, client_id)
-    page.goto(url)
-    page.get_by_label("Email").fill("pat@sunrise.example")
-    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/oauth2/mfa")
+    password_step(page, base, url)
     shot(page, "03-sign-in-asks-for-code")
     page.get_by_label("Code from your authenticator app").fill("000000")
     page.get_by_role("button", name="Verify").click()
@@ -184,11 +189,7 @@ def test_security_key_register_then_sign_in(browser: Any, app: dict[str, Any], c
 
     context.clear_cookies()  # signed out; the same page keeps its virtual authenticator
     url, verifier = authorize_url(base, client_id, redirect_uri)
-    page.goto(url)
-    page.get_by_label("Email").fill("pat@sunrise.example")
-    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/oauth2/mfa")
+    password_step(page, base, url)
     shot(page, "05-sign-in-offers-security-key")
     assert page.get_by_label("Code from your authenticator app").count() == 0  # no app enrolled
     with page.expect_navigation(url=f"{redirect_uri}?**"):
@@ -210,11 +211,7 @@ def test_mfa_required_project_makes_a_member_enroll_during_sign_in(browser: Any,
     page.set_default_timeout(15_000)
     landed = catch_callback(page)
     url, verifier = authorize_url(base, client_id)
-    page.goto(url)
-    page.get_by_label("Email").fill("pat@sunrise.example")
-    page.get_by_label("Password").fill(DEFAULT_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{base}/oauth2/mfa")
+    password_step(page, base, url)
     assert page.get_by_role("heading", name="Set up two-step sign-in").count() == 1
     assert "Sunrise Clinic requires a second step" in page.locator("p.client").text_content()
     shot(page, "06-required-enrollment")
