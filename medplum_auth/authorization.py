@@ -367,7 +367,7 @@ def complete(request: HttpRequest, rid: str | None, pending: dict[str, Any], mem
         "auth_time": _auth_time(request),
         "amr": request.session.get(AMR_KEY) or "pwd",
         "resource_scopes_withheld": withheld_all(pending["scopes"], granted),
-        "remote_addr": request.META.get("REMOTE_ADDR"),
+        "remote_addr": audit.client_address(request),
         "user_agent": request.META.get("HTTP_USER_AGENT", ""),
     }
     if client is not None:

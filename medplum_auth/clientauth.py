@@ -15,7 +15,7 @@ from urllib.parse import unquote_plus
 from django.http import HttpRequest
 from oauthlib.common import Request
 
-from . import assertions, throttle
+from . import assertions, audit, throttle
 from .conf import auth_settings
 from .models import ClientApplication
 from .server import get_server
@@ -74,7 +74,7 @@ def failure_counters(request: HttpRequest) -> list[throttle.Counter]:
     defends is the server and the audit log, not the secrets.
     """
     window = int(auth_settings.TOKEN_FAILURE_WINDOW)
-    address = request.META.get("REMOTE_ADDR") or "-"
+    address = audit.client_address(request) or "-"
     counters = [throttle.Counter("token-failures-ip", (address,), int(auth_settings.TOKEN_IP_MAX_FAILURES), window)]
     client_id = claimed_client_id(request)
     if client_id:
@@ -88,4 +88,4 @@ def record_failure(request: HttpRequest, counters: list[throttle.Counter], error
     for counter in throttle.record_failure(counters):
         log.warning("token endpoint throttled path=%s error=%s counter=%s client_id=%r remote_addr=%s window=%d",
                     request.path, error, counter.scope, claimed_client_id(request),
-                    request.META.get("REMOTE_ADDR"), counter.window)
+                    audit.client_address(request), counter.window)

@@ -97,7 +97,8 @@ DEFAULTS: dict[str, Any] = {
     # Middleware of that stack; ``None`` = the site's MIDDLEWARE without the browser-session ones.
     "API_MIDDLEWARE": None,
     # Request header set by your reverse proxy with the client's address (e.g. "X-Forwarded-For");
-    # ``None`` records REMOTE_ADDR. Only the right-most address (the one your proxy added) is used.
+    # ``None`` uses REMOTE_ADDR. Only the right-most address (the one your proxy added) is used, for
+    # the audit trail, ``Login.remote_addr`` and the per-address throttles alike.
     "TRUSTED_PROXY_HEADER": None,
     # Days security events are kept; ``medplum_prune_audit`` deletes older ones (``None``: forever).
     "AUDIT_RETENTION_DAYS": 365,

@@ -92,7 +92,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
             return False
         client = self._load_application(client_id, request)
         if client is None or not client.is_confidential or not client.verify_secret(secret):
-            log.info("client authentication failed client_id=%s", client_id)
+            log.info("client authentication failed client_id=%r", client_id)
             return False
         request.client_id = client.client_id
         return True
@@ -111,7 +111,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
         try:
             assertions.verify(assertion, client)
         except assertions.AssertionError_ as exc:
-            log.info("client assertion refused client_id=%s reason=%s", client_id, exc)
+            log.info("client assertion refused client_id=%r reason=%s", client_id, exc)
             return False
         request.client_id = client.client_id
         return True

@@ -15,6 +15,7 @@ from django.forms.fields import InvalidJSONInput
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
+from medplum_auth.audit import client_address
 from medplum_auth.forms import (
     AccessPolicyForm,
     ClientApplicationForm,
@@ -53,7 +54,7 @@ class EmailAuthenticationForm(NoLabelSuffix, auth_forms.AuthenticationForm):
         email = self.cleaned_data.get("username")
         password = self.cleaned_data.get("password")
         if email is not None and password:
-            remote_addr = self.request.META.get("REMOTE_ADDR") if self.request else None
+            remote_addr = client_address(self.request) if self.request else None
             user, error = authenticate_email(email, password, remote_addr)
             if user is None:
                 raise forms.ValidationError(error, code="invalid_login")

@@ -163,7 +163,7 @@ class AccountSignInView(View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         email = request.POST.get("email", "")
-        user, error = authenticate_email(email, request.POST.get("password", ""), request.META.get("REMOTE_ADDR"))
+        user, error = authenticate_email(email, request.POST.get("password", ""), audit.client_address(request))
         audit.record_sign_in(request, email=email, user=user, client=None, throttled=error == THROTTLED)
         if user is None:
             return render(request, self.template_name, {"next": self.next_url(), "email": email, "error": error},

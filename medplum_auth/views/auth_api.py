@@ -116,7 +116,7 @@ class LoginView(View):
                 return outcome("Missing codeChallenge", expression="codeChallenge")
             if method != "S256":
                 return outcome("Invalid codeChallengeMethod: only S256 is supported", expression="codeChallengeMethod")
-        user, error = authenticate_email(email, password, request.META.get("REMOTE_ADDR"))
+        user, error = authenticate_email(email, password, audit.client_address(request))
         if user is None:
             audit.record_sign_in(request, email=email, user=None, client=client, throttled=error == THROTTLED)
             return outcome(error or "Email or password is invalid")
@@ -139,7 +139,7 @@ class LoginView(View):
             user=user, client=client, membership=memberships[0] if len(memberships) == 1 else None,
             scope=" ".join(split(scope)), auth_time=timezone.now(), nonce=str(data.get("nonce") or ""),
             code_challenge=challenge, code_challenge_method=method if challenge else "",
-            remote_addr=request.META.get("REMOTE_ADDR"), user_agent=request.META.get("HTTP_USER_AGENT", ""),
+            remote_addr=audit.client_address(request), user_agent=request.META.get("HTTP_USER_AGENT", ""),
             awaiting_mfa=needs_mfa,
         )
         if needs_mfa:
@@ -352,7 +352,7 @@ class ResetPasswordView(View):
         email = data.get("email")
         if not isinstance(email, str) or "@" not in email or len(email) > 254 or "\x00" in email:
             return outcome("Valid email address is required", expression="email")
-        counters = passwords.reset_counters(email, request.META.get("REMOTE_ADDR"))
+        counters = passwords.reset_counters(email, audit.client_address(request))
         wait = throttle.retry_after(counters)
         if wait is not None:
             return too_many("Too many password reset requests. Try again later.", wait)
@@ -407,7 +407,7 @@ class ChangePasswordView(View):
         if isinstance(values, JsonResponse):
             return values
         old, new = values
-        user, address = login.user, request.META.get("REMOTE_ADDR")
+        user, address = login.user, audit.client_address(request)
         wait = signin.retry_after(user.email, address)
         if wait is not None:
             return too_many(signin.THROTTLED, wait)

@@ -17,7 +17,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import authorization, passwords, throttle
+from .. import audit, authorization, passwords, throttle
 from ..conf import auth_settings
 from .decorators import auth_page
 
@@ -83,7 +83,7 @@ class ForgotPasswordView(View):
         if not form.is_valid():
             return self.page(request, form, rid, status=400)
         email = form.cleaned_data["email"]
-        counters = passwords.reset_counters(email, request.META.get("REMOTE_ADDR"))
+        counters = passwords.reset_counters(email, audit.client_address(request))
         wait = throttle.retry_after(counters)
         if wait is not None:
             response = self.page(request, form, rid, status=429, error=THROTTLED)

@@ -47,7 +47,7 @@ class SignInView(_PendingMixin, View):
 
     def post(self, request: HttpRequest) -> HttpResponse:
         email = request.POST.get("email", "")
-        user, error = authenticate_email(email, request.POST.get("password", ""), request.META.get("REMOTE_ADDR"))
+        user, error = authenticate_email(email, request.POST.get("password", ""), audit.client_address(request))
         audit.record_sign_in(request, email=email, user=user, client=self.client, throttled=error == THROTTLED)
         if user is None:
             return render(request, self.template_name, self.context(email=email, error=error), status=400)

@@ -117,6 +117,25 @@ def test_repeated_failures_are_throttled(client, public_client, patient, pkce, s
     assert "Too many" in response.json()["issue"][0]["details"]["text"]
 
 
+def test_failures_behind_a_trusted_proxy_count_per_forwarded_address(client, public_client, patient, pkce, settings):
+    """Behind a proxy every request has the proxy's REMOTE_ADDR: counting by it would let one
+    attacker lock every user out. With TRUSTED_PROXY_HEADER the client's own address counts."""
+    settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "SIGNIN_MAX_FAILURES": 3,
+                             "TRUSTED_PROXY_HEADER": "X-Forwarded-For"}
+    attacker = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "198.51.100.1, 203.0.113.5"}
+    user = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+    for _ in range(3):
+        post_json(client, "/auth/login", login_body(public_client, pkce[1], password="nope"), **attacker)
+    refused = post_json(client, "/auth/login", login_body(public_client, pkce[1]), **attacker)
+    assert refused.status_code == 400
+    assert "Too many" in refused.json()["issue"][0]["details"]["text"]
+    assert not Login.objects.exists()
+
+    response = post_json(Client(), "/auth/login", login_body(public_client, pkce[1]), **user)
+    assert response.status_code == 200, response.content
+    assert Login.objects.get().remote_addr == "203.0.113.9"
+
+
 @pytest.mark.parametrize("overrides, text", [
     ({"email": None}, "Missing email"),
     ({"password": None}, "Missing password"),

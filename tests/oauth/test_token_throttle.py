@@ -269,3 +269,17 @@ def test_a_flood_of_bad_secrets_is_the_documented_error_never_a_500(client, conf
         response = post_form(client, path, {"token": "t", "client_id": "\x00", "client_secret": "\x00"})
         assert response.status_code in (401, 429)
     assert_throttled(client_credentials(client, confidential_client))
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_counted(client, confidential_client, clock, settings):
+    """All requests through a proxy share its REMOTE_ADDR; with TRUSTED_PROXY_HEADER the per-client
+    and per-address counters use the client's own address, so one flood does not lock out all."""
+    settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "TRUSTED_PROXY_HEADER": "X-Forwarded-For"}
+    flood = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "203.0.113.5"}
+    other = {"REMOTE_ADDR": "10.0.0.2", "HTTP_X_FORWARDED_FOR": "203.0.113.9"}
+    for _ in range(LIMITS["TOKEN_CLIENT_MAX_FAILURES"]):
+        assert client_credentials(client, confidential_client, secret="wrong", **flood).status_code == 401
+    assert_throttled(client_credentials(client, confidential_client, **flood))
+    response = client_credentials(client, confidential_client, **other)
+    assert response.status_code == 200, response.content
+    assert response.json()["token_type"] == "Bearer"
