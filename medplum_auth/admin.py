@@ -327,7 +327,8 @@ class ClientApplicationAdmin(ServiceAdmin):
         (_("Redirects"), {"fields": ("redirect_uris", "post_logout_redirect_uris", "allowed_origins",
                                      "launch_uri")}),
         (_("Access"), {"fields": ("access_policy", "pkce_optional", "authorization_grant_type",
-                                  "skip_authorization", "always_issue_refresh_token")}),
+                                  "skip_authorization", "always_issue_refresh_token",
+                                  "require_pushed_authorization_requests")}),
         (_("Secret"), {"fields": ("has_retiring_secret", "secret_rotated_at")}),
         (_("Advanced"), {"classes": ("collapse",), "fields": (
             "access_token_lifetime", "refresh_token_lifetime", "jwks_uri", "jwks", "sign_in_text",

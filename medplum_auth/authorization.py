@@ -19,7 +19,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 
-from . import audit, lookups, tokens
+from . import audit, lookups, par, tokens
 from . import launch as launch_utils
 from . import scopes as scope_utils
 from .access import login_inputs
@@ -76,7 +76,19 @@ def record_denied(request: HttpRequest, client: ClientApplication | None, reason
 
 
 def start(request: HttpRequest, params: dict[str, str]) -> HttpResponse:
-    """Validate a new authorization request (GET query or POST form alike) and begin."""
+    """Validate a new authorization request (GET query or POST form alike) and begin.
+
+    With a PAR ``request_uri`` (RFC 9126 §4) the pushed parameters are the request; the others
+    sent through the browser are ignored, except ``client_id``, which must be the pushing client's.
+    Any other ``request_uri`` (a request object by reference) is ``request_uri_not_supported``.
+    """
+    pushed = params.get("request_uri", "").startswith(par.REQUEST_URI_PREFIX)
+    if pushed:
+        taken = par.take(params.get("client_id", ""), params["request_uri"])
+        if taken is None:
+            return error_page(request, "Invalid request", "The request_uri is unknown, expired or already used, "
+                              "or was pushed by another client.")
+        params = taken
     server = get_server()
     try:
         requested, info = server.validate_authorization_request(authorize_uri(params), "GET", None, {})
@@ -92,6 +104,14 @@ def start(request: HttpRequest, params: dict[str, str]) -> HttpResponse:
     problem = _check_extra_parameters(params)
     if problem:
         return error_redirect(redirect_uri, *problem, state)
+    # The client row oauthlib's validation just loaded (and found active); the request is parked
+    # in the session only if it needs a page, so a signed-in silent authorization writes nothing.
+    client = getattr(info.get("request"), "client", None)
+    if not isinstance(client, ClientApplication) or client.client_id != info["client_id"]:
+        client = client_for({"client_id": info["client_id"]})
+    if not pushed and par.required(client):
+        return error_redirect(redirect_uri, "invalid_request",
+                              "This client must push its authorization request to the PAR endpoint (RFC 9126).", state)
     pending = {
         "params": params,
         "redirect_uri": redirect_uri,
@@ -100,14 +120,24 @@ def start(request: HttpRequest, params: dict[str, str]) -> HttpResponse:
         "created": int(time.time()),
         "started": time.time(),
     }
-    # The client row oauthlib's validation just loaded (and found active); the request is parked
-    # in the session only if it needs a page, so a signed-in silent authorization writes nothing.
-    client = getattr(info.get("request"), "client", None)
-    if not isinstance(client, ClientApplication) or client.client_id != info["client_id"]:
-        client = client_for(pending)
     if client is not None and "launch" in params and launch_utils.usable_launch(params["launch"], client) is None:
         return error_redirect(redirect_uri, "invalid_request", "Invalid launch", state)
     return _advance(request, None, pending, client)
+
+
+def check_pushed(params: dict[str, str]) -> tuple[str, str] | None:
+    """``(error, description)`` if ``params`` would be refused at the authorization endpoint.
+
+    RFC 9126 §2.1: the PAR endpoint validates a pushed request as the authorization endpoint does
+    and answers errors itself (§2.3), so nothing invalid is stored.
+    """
+    try:
+        get_server().validate_authorization_request(authorize_uri(params), "GET", None, {})
+    except errors.FatalClientError as exc:
+        return "invalid_request", _fatal_message(exc)
+    except errors.OAuth2Error as exc:
+        return exc.error, _redirect_message(exc, params)
+    return _check_extra_parameters(params)
 
 
 def _redirect_message(exc: errors.OAuth2Error, params: dict[str, str]) -> str:

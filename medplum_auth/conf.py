@@ -37,6 +37,11 @@ DEFAULTS: dict[str, Any] = {
     "RSA_KEY_SIZE": 2048,
     # Create a signing key after ``migrate`` when none is active.
     "AUTO_CREATE_SIGNING_KEY": True,
+    # Seconds a pushed authorization request (RFC 9126, ``/oauth2/par``) stays usable, once.
+    "PAR_LIFETIME": 90,
+    # Accept authorization requests only through ``/oauth2/par``, for every client (a client can
+    # also require it for itself: ``ClientApplication.require_pushed_authorization_requests``).
+    "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS": False,
     # Lifetime of authorization codes in seconds (RFC 6749 §4.1.2 recommends at most 10 minutes).
     "AUTHORIZATION_CODE_LIFETIME": 60,
     # Default access token lifetime in seconds (Medplum: 1 hour); a client may set its own.

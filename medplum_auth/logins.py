@@ -118,9 +118,9 @@ def pass_second_factor(login: Login, amr: str) -> str | None:
 
 
 def purge(older_than: timedelta) -> dict[str, int]:
-    """Delete logins that can no longer produce or back a valid token, spent assertion ``jti`` rows
-    and EHR launch contexts created before the cutoff (they expire within minutes; a login keeps
-    its own copy of the launch patient and encounter).
+    """Delete logins that can no longer produce or back a valid token, spent assertion ``jti`` rows,
+    expired pushed authorization requests, and EHR launch contexts created before the cutoff (they
+    expire within minutes; a login keeps its own copy of the launch patient and encounter).
 
     A login is purged when it was created before ``now - older_than`` and its refresh token is
     missing or expired (or it was revoked before the cutoff). Access tokens of a purged login
@@ -129,7 +129,7 @@ def purge(older_than: timedelta) -> dict[str, int]:
     """
     from django.db.models import Q
 
-    from .models import LaunchContext, UsedClientAssertion
+    from .models import LaunchContext, PushedAuthorizationRequest, UsedClientAssertion
 
     now = timezone.now()
     cutoff = now - older_than
@@ -138,4 +138,6 @@ def purge(older_than: timedelta) -> dict[str, int]:
     logins, _ = dead.delete()
     assertions, _ = UsedClientAssertion.objects.filter(expires_at__lt=now).delete()
     launches, _ = LaunchContext.objects.filter(created__lt=cutoff, expires_at__lt=now).delete()
-    return {"logins": logins, "client_assertions": assertions, "launches": launches}
+    pushed, _ = PushedAuthorizationRequest.objects.filter(expires_at__lt=now).delete()
+    return {"logins": logins, "client_assertions": assertions, "launches": launches,
+            "pushed_authorization_requests": pushed}

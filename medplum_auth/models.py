@@ -231,7 +231,8 @@ class ClientApplication(AbstractApplication):
     access_policy = models.ForeignKey(
         AccessPolicy, on_delete=models.PROTECT, null=True, blank=True, related_name="clients",
         verbose_name=_("access policy"),
-        help_text=_("Applies when the client acts for itself (client_credentials)."),
+        help_text=_("Limits what the client reaches when it acts for itself (client_credentials) and, unless "
+                    "CLIENT_POLICY_RESTRICTS_USERS is off, what every user reaches through it."),
     )
     status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.ACTIVE)
     pkce_optional = models.BooleanField(
@@ -255,6 +256,11 @@ class ClientApplication(AbstractApplication):
     )
     sign_in_text = models.TextField(_("sign-in text"), blank=True,
                                     help_text=_("Shown on the sign-in page for this client."))
+    require_pushed_authorization_requests = models.BooleanField(
+        _("require pushed authorization requests"), default=False,
+        help_text=_("Accept authorization requests only through /oauth2/par (RFC 9126): the request's "
+                    "parameters are sent by the client itself, never through the browser."),
+    )
 
     class Meta(AbstractApplication.Meta):
         swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"
@@ -669,3 +675,24 @@ class WebAuthnCredential(models.Model):
 
     def __str__(self) -> str:
         return self.name or f"Security key {self.pk}"
+
+
+class PushedAuthorizationRequest(models.Model):
+    """An authorization request a client pushed to ``/oauth2/par`` (RFC 9126), until its one use.
+
+    Only the SHA-256 of the ``request_uri``'s random part is stored; the row is deleted when the
+    authorization endpoint takes it, and expired rows are removed by ``medplum_cleanup``.
+    """
+
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    client = models.ForeignKey(settings.OAUTH2_PROVIDER_APPLICATION_MODEL, on_delete=models.CASCADE,
+                               related_name="+")
+    parameters = models.JSONField(editable=False)
+    expires_at = models.DateTimeField(db_index=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("pushed authorization request")
+
+    def __str__(self) -> str:
+        return f"Pushed authorization request of {self.client_id}"

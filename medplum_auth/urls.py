@@ -22,6 +22,7 @@ urlpatterns = [
     path("oauth2/setpassword/done", password.SetPasswordDoneView.as_view(), name="set-password-done"),
     path("oauth2/setpassword/<uidb64>/<token>", password.SetPasswordView.as_view(), name="set-password"),
     path("oauth2/account", account.AccountView.as_view(), name="account"),
+    path("oauth2/par", oauth.PushedAuthorizationView.as_view(), name="par"),
     path("oauth2/token", oauth.TokenView.as_view(), name="token"),
     path("oauth2/userinfo", userinfo.UserInfoView.as_view(), name="userinfo"),
     path("oauth2/logout", session.LogoutView.as_view(), name="logout"),

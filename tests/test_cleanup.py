@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from medplum_auth import services
-from medplum_auth.models import LaunchContext, Login, UsedClientAssertion
+from medplum_auth.models import LaunchContext, Login, PushedAuthorizationRequest, UsedClientAssertion
 from tests.factories import ClientApplicationFactory, MembershipFactory
 
 
@@ -44,12 +44,17 @@ def test_cleanup_deletes_only_dead_old_logins(project):
     LaunchContext.objects.filter(pk=old_launch.pk).update(created=timezone.now() - timedelta(days=40),
                                                           expires_at=timezone.now() - timedelta(days=40))
     new_launch = services.create_launch(client, "Patient/p-1")
+    for digest, minutes in (("c" * 64, -1), ("d" * 64, 1)):
+        PushedAuthorizationRequest.objects.create(digest=digest, client=client, parameters={},
+                                                  expires_at=timezone.now() + timedelta(minutes=minutes))
 
     out = StringIO()
     call_command("medplum_cleanup", "--json", stdout=out)
 
     assert json.loads(out.getvalue()) == {
-        "deleted": {"logins": 3, "client_assertions": 1, "launches": 1, "audit_events": 0}, "days": 30}
+        "deleted": {"logins": 3, "client_assertions": 1, "launches": 1, "pushed_authorization_requests": 1,
+                    "audit_events": 0}, "days": 30}
+    assert list(PushedAuthorizationRequest.objects.values_list("digest", flat=True)) == ["d" * 64]
     assert list(LaunchContext.objects.values_list("pk", flat=True)) == [new_launch.pk]
     remaining = set(Login.objects.values_list("pk", flat=True))
     assert remaining == {old_live_refresh.pk, recent.pk}

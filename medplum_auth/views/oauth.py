@@ -11,7 +11,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import authorization, clientauth, throttle
+from .. import authorization, clientauth, par, throttle
 from ..server import get_server
 from .decorators import auth_page
 
@@ -156,4 +156,41 @@ class TokenView(View):
         if status == 401:
             # RFC 6749 §5.2: the scheme the client used (Basic), not oauthlib's "Bearer".
             response["WWW-Authenticate"] = 'Basic realm="oauth2", error="invalid_client"'
+        return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class PushedAuthorizationView(View):
+    """RFC 9126 §2: the client posts its authorization request, authenticated as at the token
+    endpoint (public clients by ``client_id``), and gets a single-use ``request_uri`` (201)."""
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if content_type != FORM_CONTENT_TYPE:
+            return oauth_error("invalid_request", "Unsupported content type: use application/x-www-form-urlencoded.")
+        counters = clientauth.failure_counters(request)
+        wait = throttle.retry_after(counters)
+        if wait is not None:
+            return too_many_failures(wait)
+        client, _used_basic = clientauth.authenticate_client(request, allow_public=True)
+        if client is None:
+            clientauth.record_failure(request, counters, "invalid_client")
+            response = oauth_error("invalid_client", "Client authentication failed.", status=401)
+            response["WWW-Authenticate"] = 'Basic realm="oauth2", error="invalid_client"'
+            return response
+        if _has_duplicates(request.POST):
+            return oauth_error("invalid_request", "Duplicate parameters.")
+        params = {key: value for key, value in _single_values(request.POST).items()
+                  if key not in par.AUTHENTICATION_PARAMETERS}
+        if "request_uri" in params:
+            return oauth_error("invalid_request", "request_uri cannot be pushed (RFC 9126 §2.1).")
+        params["client_id"] = client.client_id  # the authenticated client's, whatever Basic or the body said
+        problem = authorization.check_pushed(params)
+        if problem:
+            return oauth_error(*problem)
+        request_uri, expires_in = par.push(client, params)
+        response = JsonResponse({"request_uri": request_uri, "expires_in": expires_in}, status=201)
+        response["Cache-Control"] = "no-store"
         return response
