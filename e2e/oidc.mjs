@@ -1,7 +1,8 @@
 // openid-client 6 (a certified OpenID Connect relying party) against the live server:
 // discovery, authorization code + PKCE S256 + state + nonce through our sign-in and consent pages
 // in headless Chromium, full ID token validation (iss, aud, nonce, exp, signature via JWKS, RFC 9207
-// iss), UserInfo, refresh, revocation, prompt=none with the browser session, RP-initiated logout.
+// iss), UserInfo, refresh, revocation, prompt=none with the browser session, a pushed authorization
+// request (RFC 9126), RP-initiated logout.
 //
 // Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_REDIRECT_URI, E2E_POST_LOGOUT_URI, E2E_EMAIL, E2E_PASSWORD,
 //      E2E_ARTIFACTS (screenshots), E2E_CHROMIUM.
@@ -84,6 +85,22 @@ await run(async () => {
     });
     const silentClaims = silentTokens.claims();
 
+    // 4b. Pushed authorization request (RFC 9126): openid-client posts the parameters to the PAR
+    // endpoint; the browser carries only client_id and request_uri. The session answers at once.
+    const verifierPar = client.randomPKCECodeVerifier();
+    const statePar = client.randomState();
+    const noncePar = client.randomNonce();
+    const parUrl = await client.buildAuthorizationUrlWithPAR(config, {
+      redirect_uri: redirectUri, scope: 'openid profile', state: statePar, nonce: noncePar, prompt: 'none',
+      code_challenge: await client.calculatePKCECodeChallenge(verifierPar), code_challenge_method: 'S256',
+    });
+    const pushed = await browserAuthorize({ context, authorizeUrl: parUrl.href, redirectUri, email, password,
+                                            expectSignIn: false });
+    const parTokens = await client.authorizationCodeGrant(config, new URL(pushed.callbackUrl), {
+      pkceCodeVerifier: verifierPar, expectedState: statePar, expectedNonce: noncePar, idTokenExpected: true,
+    });
+    const parClaims = parTokens.claims();
+
     // 5. Revocation (RFC 7009) of the refresh token; then refresh fails with invalid_grant.
     await client.tokenRevocation(config, silentTokens.refresh_token);
     const afterRevoke = await expectOAuthError(client.refreshTokenGrant(config, silentTokens.refresh_token));
@@ -138,6 +155,12 @@ await run(async () => {
         after_reuse_error: afterReuse,
       },
       silent: { steps: silent.steps, sub: silentClaims.sub, nonce_ok: silentClaims.nonce === nonce2 },
+      par: {
+        endpoint: metadata.pushed_authorization_request_endpoint,
+        authorize_params: [...parUrl.searchParams.keys()].sort(),
+        request_uri: parUrl.searchParams.get('request_uri'),
+        steps: pushed.steps, sub: parClaims.sub, nonce_ok: parClaims.nonce === noncePar, scope: parTokens.scope,
+      },
       revocation: { after_revoke_error: afterRevoke },
       logout: { landing: logoutLanding ?? null, state: logoutState, after_logout_error: loginRequired },
     };

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @pytest.mark.spec("OIDC Core 3.1 (code flow), RFC 7636 S256, RFC 9207 iss, OIDC Core 12 refresh, RFC 7009, "
-                  "OIDC RP-Initiated Logout 1.0, OIDC Core 3.1.2.6 login_required")
+                  "OIDC RP-Initiated Logout 1.0, OIDC Core 3.1.2.6 login_required, RFC 9126 PAR")
 def test_openid_client_code_flow(seed, run_node, live_gunicorn):
     data = seed()
     out = run_node("oidc.mjs", data)
@@ -54,6 +54,15 @@ def test_openid_client_code_flow(seed, run_node, live_gunicorn):
 
     # prompt=none reuses the server session: no page at all, a fresh code and a valid ID token.
     assert out["silent"]["steps"] == [] and out["silent"]["sub"] == claims["sub"] and out["silent"]["nonce_ok"]
+
+    # RFC 9126: openid-client pushed the request (found through discovery); the browser carried
+    # only client_id and request_uri, and the code redeemed validates like any other.
+    par = out["par"]
+    assert par["endpoint"] == f"{issuer}/oauth2/par"
+    assert par["authorize_params"] == ["client_id", "request_uri"]
+    assert par["request_uri"].startswith("urn:ietf:params:oauth:request_uri:")
+    assert par["steps"] == [] and par["sub"] == claims["sub"] and par["nonce_ok"]
+    assert set(par["scope"].split()) == {"openid", "profile"}
 
     # RFC 7009 revocation: the revoked refresh token no longer works.
     assert out["revocation"]["after_revoke_error"]["error"] == "invalid_grant"
