@@ -369,3 +369,22 @@ def test_client_list_columns(pa, project, patient_policy):
         assert f'<th scope="col">{column}</th>' in page
     assert "Listed app" in page and "https://app.example.org/callback" in page and patient_policy.name in page
     assert "Create New Client" in page
+
+
+def test_require_par_flag_is_shown_and_saved(pa, project):
+    client = ClientApplicationFactory(project=project, name="App")
+    page = text(pa.get(url("client", project, client.pk)))
+    assert 'name="require_pushed_authorization_requests"' in page
+    assert "Require pushed authorization requests" in page
+    form = {"name": "App", "description": "", "redirect_uris": "https://app.example.org/callback",
+            "access_policy": "", "authorization_grant_type": "authorization-code", "access_token_lifetime": "",
+            "refresh_token_lifetime": "", "post_logout_redirect_uris": "", "allowed_origins": "",
+            "launch_uri": "", "jwks_uri": "", "jwks": "null", "sign_in_text": "",
+            "require_pushed_authorization_requests": "on"}
+    assert pa.post(url("client", project, client.pk), form).status_code == 303
+    client.refresh_from_db()
+    assert client.require_pushed_authorization_requests is True
+    form.pop("require_pushed_authorization_requests")
+    assert pa.post(url("client", project, client.pk), form).status_code == 303
+    client.refresh_from_db()
+    assert client.require_pushed_authorization_requests is False
