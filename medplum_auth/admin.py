@@ -56,6 +56,7 @@ from .models import (
     Login,
     Project,
     ProjectMembership,
+    RegistrationToken,
     SecurityEvent,
     SigningKey,
     TotpDevice,
@@ -633,3 +634,25 @@ class SecurityEventAdmin(ViewOnlyAdmin):
     search_fields = ("=request_id", "=subject", "=actor_user", "=actor_client", "actor_display")
     date_hierarchy = "recorded"
     show_full_result_count = False  # a COUNT(*) over the whole trail on every page is slow at scale
+
+
+@admin.register(RegistrationToken)
+class RegistrationTokenAdmin(ViewOnlyAdmin):
+    """Initial access tokens of dynamic client registration, without their digests. Created with
+    ``manage.py medplum_create_registration_token`` (the token is shown once, there)."""
+
+    fields = ("id", "project", "label", "access_policy", "created", "expires_at", "revoked_at")
+    readonly_fields = fields
+    list_display = ("id", "project", "label", "created", "expires_at", "revoked_at")
+    list_filter = ("project",)
+    list_select_related = ("project",)
+    actions = ["revoke_selected"]
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.{get_permission_codename('change', self.opts)}")
+
+    @admin.action(description=_("Revoke selected registration tokens"), permissions=["revoke"])
+    def revoke_selected(self, request: HttpRequest, queryset: QuerySet[RegistrationToken]) -> None:
+        for row in queryset.filter(revoked_at__isnull=True):
+            services.revoke_registration_token(row)
+        self.message_user(request, _("Registration tokens revoked."), messages.SUCCESS)

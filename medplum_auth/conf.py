@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     # Accept authorization requests only through ``/oauth2/par``, for every client (a client can
     # also require it for itself: ``ClientApplication.require_pushed_authorization_requests``).
     "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS": False,
+    # Dynamic client registration (RFC 7591) without an initial access token, into the project
+    # with this id; ``None`` (the default): registration needs a token a project admin issued.
+    "OPEN_CLIENT_REGISTRATION": None,
     # Lifetime of authorization codes in seconds (RFC 6749 §4.1.2 recommends at most 10 minutes).
     "AUTHORIZATION_CODE_LIFETIME": 60,
     # Default access token lifetime in seconds (Medplum: 1 hour); a client may set its own.

@@ -256,6 +256,9 @@ class ClientApplication(AbstractApplication):
     )
     sign_in_text = models.TextField(_("sign-in text"), blank=True,
                                     help_text=_("Shown on the sign-in page for this client."))
+    #: SHA-256 of the RFC 7592 registration access token of a dynamically registered client.
+    registration_access_digest = models.CharField(max_length=64, blank=True, default="", editable=False,
+                                                  db_index=True)
     require_pushed_authorization_requests = models.BooleanField(
         _("require pushed authorization requests"), default=False,
         help_text=_("Accept authorization requests only through /oauth2/par (RFC 9126): the request's "
@@ -546,6 +549,8 @@ class SecurityEventType(models.TextChoices):
     SIGNING_KEY_ROTATED = "signing_key.rotated", _("Signing key rotated")
     SIGNING_KEY_RETIRED = "signing_key.retired", _("Signing key retired")
     LAUNCH_CREATED = "launch.created", _("EHR launch created")
+    REGISTRATION_TOKEN_CREATED = "registration_token.created", _("Client registration token created")
+    REGISTRATION_TOKEN_REVOKED = "registration_token.revoked", _("Client registration token revoked")
 
 
 class SecurityEvent(models.Model):
@@ -696,3 +701,26 @@ class PushedAuthorizationRequest(models.Model):
 
     def __str__(self) -> str:
         return f"Pushed authorization request of {self.client_id}"
+
+
+class RegistrationToken(models.Model):
+    """An initial access token (RFC 7591 §3): who holds it may register clients in the project.
+
+    Issued by a project admin (Project Admin, ``medplum_create_registration_token``); only its
+    SHA-256 is stored. Clients registered with it get its access policy.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="registration_tokens")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    label = models.CharField(_("label"), max_length=200, blank=True)
+    access_policy = models.ForeignKey(AccessPolicy, on_delete=models.PROTECT, null=True, blank=True,
+                                      related_name="+", verbose_name=_("access policy of registered clients"))
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    expires_at = models.DateTimeField(_("expires"), null=True, blank=True)
+    revoked_at = models.DateTimeField(_("revoked"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("client registration token")
+
+    def __str__(self) -> str:
+        return self.label or f"Registration token {self.pk}"

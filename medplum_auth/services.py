@@ -10,9 +10,12 @@ or a project) goes through :func:`revoke_logins`.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
+import secrets
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -33,6 +36,7 @@ from .models import (
     Login,
     Project,
     ProjectMembership,
+    RegistrationToken,
     SigningKey,
 )
 from .secrets import digest_client_secret, generate_client_secret
@@ -658,3 +662,34 @@ def create_launch(
                  subject_display=client.name, detail={"client": client.client_id, "patient": patient_ref},
                  message=f"launch created id={launch.pk} client_id={client.client_id} project={client.project_id}")
     return launch
+
+
+def create_registration_token(project: Project, *, label: str = "", access_policy: AccessPolicy | None = None,
+                              lifetime_days: int | None = None) -> tuple[RegistrationToken, str]:
+    """Issue an initial access token for dynamic client registration (RFC 7591 §3) in ``project``.
+
+    Returns the row and the token, shown once: only its SHA-256 is stored. Clients registered
+    with it get ``access_policy``.
+    """
+    if access_policy is not None and access_policy.project_id != project.pk:
+        raise ValidationError({"access_policy": ["The access policy belongs to another project."]})
+    if lifetime_days is not None and lifetime_days < 1:
+        raise ValidationError({"lifetime_days": ["The lifetime must be at least one day."]})
+    token = secrets.token_urlsafe(32)
+    row = RegistrationToken.objects.create(
+        project=project, digest=hashlib.sha256(token.encode()).hexdigest(), label=label.strip()[:200],
+        access_policy=access_policy,
+        expires_at=timezone.now() + timedelta(days=lifetime_days) if lifetime_days else None)
+    audit.record(EventType.REGISTRATION_TOKEN_CREATED, project=project, subject=f"RegistrationToken/{row.pk}",
+                 subject_display=row.label,
+                 detail={"expires_at": row.expires_at.isoformat() if row.expires_at else None},
+                 message=f"registration token created project={project.id} token={row.pk}")
+    return row, token
+
+
+def revoke_registration_token(row: RegistrationToken) -> None:
+    """Stop an initial access token from registering more clients (registered ones stay)."""
+    if RegistrationToken.objects.filter(pk=row.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        audit.record(EventType.REGISTRATION_TOKEN_REVOKED, project=row.project_id,
+                     subject=f"RegistrationToken/{row.pk}", subject_display=row.label,
+                     message=f"registration token revoked project={row.project_id} token={row.pk}")

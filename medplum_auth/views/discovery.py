@@ -31,6 +31,7 @@ def metadata() -> dict[str, Any]:
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
         "revocation_endpoint": f"{issuer}/oauth2/revoke",
         "pushed_authorization_request_endpoint": f"{issuer}/oauth2/par",
+        "registration_endpoint": f"{issuer}/oauth2/register",
         "require_pushed_authorization_requests": bool(auth_settings.REQUIRE_PUSHED_AUTHORIZATION_REQUESTS),
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],

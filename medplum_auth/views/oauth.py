@@ -11,7 +11,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import authorization, clientauth, par, throttle
+from .. import authorization, clientauth, par, registration, services, throttle
 from ..server import get_server
 from .decorators import auth_page
 
@@ -192,5 +192,79 @@ class PushedAuthorizationView(View):
             return oauth_error(*problem)
         request_uri, expires_in = par.push(client, params)
         response = JsonResponse({"request_uri": request_uri, "expires_in": expires_in}, status=201)
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    scheme, _, value = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _registration_error(exc: registration.RegistrationError) -> JsonResponse:
+    response = oauth_error(exc.error, exc.description, status=exc.status)
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response
+
+
+def _json_body(request: HttpRequest) -> object:
+    content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise registration.RegistrationError("invalid_client_metadata", "Send the metadata as application/json.")
+    if len(request.body) > registration.MAX_BODY:
+        raise registration.RegistrationError("invalid_client_metadata", "The request body is too large.", 413)
+    try:
+        return json.loads(request.body)
+    except (ValueError, RecursionError):
+        raise registration.RegistrationError("invalid_client_metadata", "The body is not valid JSON.") from None
+
+
+def _registered(body: dict[str, object], status: int = 200) -> JsonResponse:
+    response = JsonResponse(body, status=status)
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class RegisterView(View):
+    """RFC 7591 §3: ``POST /oauth2/register`` with an initial access token as Bearer."""
+
+    http_method_names = ["post", "options"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        try:
+            grant = registration.authorize_registration(_bearer(request))
+            metadata = registration.clean_metadata(_json_body(request))
+            return _registered(registration.register(grant, metadata), status=201)
+        except registration.RegistrationError as exc:
+            return _registration_error(exc)
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class ClientConfigurationView(View):
+    """RFC 7592 §2: read, replace or delete a registered client with its registration access token."""
+
+    http_method_names = ["get", "put", "delete", "options"]
+
+    def dispatch(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        except registration.RegistrationError as exc:
+            return _registration_error(exc)
+
+    def get(self, request: HttpRequest, client_id: str) -> HttpResponse:
+        client = registration.managed_client(client_id, _bearer(request))
+        return _registered(registration.describe(client))
+
+    def put(self, request: HttpRequest, client_id: str) -> HttpResponse:
+        client = registration.managed_client(client_id, _bearer(request))
+        return _registered(registration.update(client, _json_body(request)))
+
+    def delete(self, request: HttpRequest, client_id: str) -> HttpResponse:
+        client = registration.managed_client(client_id, _bearer(request))
+        services.delete_client(client)
+        response = HttpResponse(status=204)
         response["Cache-Control"] = "no-store"
         return response

@@ -1,0 +1,230 @@
+"""Dynamic client registration (RFC 7591) and its management protocol (RFC 7592).
+
+A client is registered into the project of the initial access token it presents (issued by a
+project admin: Project Admin or ``medplum_create_registration_token``); open registration is off
+unless ``OPEN_CLIENT_REGISTRATION`` names a project. Metadata is validated as strictly as a
+client created by hand (exact redirect URIs, ``https`` except loopback), and the answer carries a
+``registration_access_token`` for ``/oauth2/register/<client_id>`` (read, update, delete). Only
+SHA-256 digests of both tokens are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from . import services
+from .conf import auth_settings
+from .models import ClientApplication, Project, RegistrationToken
+from .validators import validate_redirect_uris
+
+AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post", "private_key_jwt", "none"})
+GRANT_TYPES = frozenset({"authorization_code", "refresh_token", "client_credentials"})
+#: Largest registration request body (bytes); metadata this server does not keep is ignored (RFC 7591 §2).
+MAX_BODY = 64 * 1024
+
+
+class RegistrationError(Exception):
+    """An RFC 7591 §3.2.2 error: ``invalid_redirect_uri``, ``invalid_client_metadata`` …"""
+
+    def __init__(self, error: str, description: str, status: int = 400):
+        super().__init__(description)
+        self.error, self.description, self.status = error, description, status
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Where a registration lands: the project, and the policy its clients get."""
+
+    project: Project
+    access_policy: Any
+
+
+def authorize_registration(bearer: str | None) -> Grant:
+    """The project an initial access token registers into; ``invalid_token`` (401) if none."""
+    if not bearer:
+        open_project = auth_settings.OPEN_CLIENT_REGISTRATION
+        if open_project:
+            project = Project.objects.filter(pk=open_project, active=True).first()
+            if project is not None:
+                return Grant(project, None)
+        raise RegistrationError("invalid_token", "An initial access token is required.", 401)
+    row = (RegistrationToken.objects.select_related("project", "access_policy")
+           .filter(digest=_digest(bearer), revoked_at__isnull=True, project__active=True)
+           .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())).first())
+    if row is None:
+        raise RegistrationError("invalid_token", "The initial access token is unknown, expired or revoked.", 401)
+    return Grant(row.project, row.access_policy)
+
+
+def _strings(data: dict[str, Any], name: str) -> list[str]:
+    value = data.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise RegistrationError("invalid_client_metadata", f"{name} must be an array of strings.")
+    return value
+
+
+def clean_metadata(data: Any) -> dict[str, Any]:
+    """Validated client metadata (RFC 7591 §2) with this server's defaults filled in."""
+    if not isinstance(data, dict):
+        raise RegistrationError("invalid_client_metadata", "The body must be a JSON object.")
+    if "software_statement" in data:
+        raise RegistrationError("invalid_software_statement", "Software statements are not supported.")
+    method = data.get("token_endpoint_auth_method", "client_secret_basic")
+    if method not in AUTH_METHODS:
+        raise RegistrationError("invalid_client_metadata", "Unsupported token_endpoint_auth_method.")
+    grant_types = _strings(data, "grant_types") if "grant_types" in data else ["authorization_code"]
+    response_types = _strings(data, "response_types") if "response_types" in data else (
+        ["code"] if "authorization_code" in grant_types else [])
+    if not set(grant_types) <= GRANT_TYPES:
+        raise RegistrationError("invalid_client_metadata", "Unsupported grant_types: use authorization_code, "
+                                "refresh_token or client_credentials.")
+    if set(response_types) - {"code"}:
+        raise RegistrationError("invalid_client_metadata", "Unsupported response_types: only code is supported.")
+    if ("authorization_code" in grant_types) != ("code" in response_types):
+        raise RegistrationError("invalid_client_metadata",
+                                "grant_types authorization_code and response_types code go together (RFC 7591 §2.1).")
+    if method == "none" and "client_credentials" in grant_types:
+        raise RegistrationError("invalid_client_metadata", "client_credentials needs client authentication.")
+    redirect_uris = _strings(data, "redirect_uris") if "redirect_uris" in data else []
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise RegistrationError("invalid_redirect_uri", "redirect_uris is required for the authorization_code grant.")
+    post_logout = _strings(data, "post_logout_redirect_uris") if "post_logout_redirect_uris" in data else []
+    try:
+        validate_redirect_uris(redirect_uris)
+        validate_redirect_uris(post_logout, "Post-logout redirect URI")
+    except ValidationError as exc:
+        raise RegistrationError("invalid_redirect_uri", " ".join(exc.messages)) from None
+    jwks, jwks_uri = data.get("jwks"), data.get("jwks_uri", "")
+    if method == "private_key_jwt":
+        if bool(jwks) == bool(jwks_uri):
+            raise RegistrationError("invalid_client_metadata",
+                                    "private_key_jwt needs exactly one of jwks and jwks_uri.")
+    elif jwks or jwks_uri:
+        raise RegistrationError("invalid_client_metadata", "jwks and jwks_uri are only for private_key_jwt.")
+    if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
+        raise RegistrationError("invalid_client_metadata", "jwks must be a JSON Web Key Set.")
+    if not isinstance(jwks_uri, str) or (jwks_uri and not jwks_uri.startswith("https://")):
+        raise RegistrationError("invalid_client_metadata", "jwks_uri must be an https URL.")
+    alg = data.get("id_token_signed_response_alg", auth_settings.SIGNING_ALGORITHM)
+    if alg != auth_settings.SIGNING_ALGORITHM:
+        raise RegistrationError("invalid_client_metadata",
+                                f"Unsupported id_token_signed_response_alg: ID tokens are signed with "
+                                f"{auth_settings.SIGNING_ALGORITHM}.")
+    name = data.get("client_name", "")
+    if not isinstance(name, str) or len(name) > 255:
+        raise RegistrationError("invalid_client_metadata", "client_name must be a string of at most 255 characters.")
+    return {
+        "client_name": name.strip() or "Registered client",
+        "redirect_uris": redirect_uris,
+        "post_logout_redirect_uris": post_logout,
+        "grant_types": grant_types,
+        "response_types": response_types,
+        "token_endpoint_auth_method": method,
+        "id_token_signed_response_alg": alg,
+        **({"jwks": jwks} if jwks else {}),
+        **({"jwks_uri": jwks_uri} if jwks_uri else {}),
+    }
+
+
+def _fields(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "redirect_uris": metadata["redirect_uris"],
+        "post_logout_redirect_uris": metadata["post_logout_redirect_uris"],
+        "jwks": metadata.get("jwks"),
+        "jwks_uri": metadata.get("jwks_uri", ""),
+    }
+
+
+def _invalid(exc: ValidationError) -> RegistrationError:
+    return RegistrationError("invalid_client_metadata", " ".join(exc.messages))
+
+
+@transaction.atomic
+def register(grant: Grant, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Create the client; the RFC 7591 §3.2.1 answer (with its secret and management token, once)."""
+    public = metadata["token_endpoint_auth_method"] == "none"
+    token = secrets.token_urlsafe(32)
+    fields = _fields(metadata)
+    try:
+        client, secret = services.create_client(
+            grant.project, metadata["client_name"], redirect_uris=fields.pop("redirect_uris"), public=public,
+            access_policy=grant.access_policy, description="Registered through /oauth2/register (RFC 7591).",
+            registration_source="dcr", registration_access_digest=_digest(token), **fields)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    body = describe(client, metadata)
+    body.update(client_id_issued_at=int(client.created.timestamp()), registration_access_token=token)
+    if secret and metadata["token_endpoint_auth_method"].startswith("client_secret_"):
+        body.update(client_secret=secret, client_secret_expires_at=0)
+    return body
+
+
+def managed_client(client_id: str, bearer: str | None) -> ClientApplication:
+    """The client a registration access token manages (RFC 7592 §2); 401 ``invalid_token`` else."""
+    client = (ClientApplication.objects.filter(client_id=client_id).exclude(registration_access_digest="").first()
+              if bearer else None)
+    if client is None or not secrets.compare_digest(client.registration_access_digest, _digest(bearer or "")):
+        raise RegistrationError("invalid_token", "The registration access token is invalid for this client.", 401)
+    return client
+
+
+def stored_metadata(client: ClientApplication) -> dict[str, Any]:
+    """The client's metadata as registered and since edited (RFC 7592 §2.1)."""
+    if client.is_confidential:
+        method = "private_key_jwt" if (client.jwks or client.jwks_uri) else "client_secret_basic"
+        grants = ["authorization_code", "refresh_token", "client_credentials"]
+    else:
+        method, grants = "none", ["authorization_code", "refresh_token"]
+    return {
+        "client_name": client.name,
+        "redirect_uris": client.redirect_uris.split(),
+        "post_logout_redirect_uris": client.post_logout_redirect_uris.split(),
+        "grant_types": grants,
+        "response_types": ["code"],
+        "token_endpoint_auth_method": method,
+        "id_token_signed_response_alg": auth_settings.SIGNING_ALGORITHM,
+        **({"jwks": client.jwks} if client.jwks else {}),
+        **({"jwks_uri": client.jwks_uri} if client.jwks_uri else {}),
+    }
+
+
+def describe(client: ClientApplication, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "client_id": client.client_id,
+        **(metadata or stored_metadata(client)),
+        "registration_client_uri": f"{auth_settings.ISSUER}/oauth2/register/{client.client_id}",
+    }
+
+
+def update(client: ClientApplication, data: Any) -> dict[str, Any]:
+    """RFC 7592 §2.2: replace the client's metadata; its id, type and secret stay."""
+    if not isinstance(data, dict) or data.get("client_id") != client.client_id:
+        raise RegistrationError("invalid_client_metadata", "The body must name this client's client_id.")
+    secret = data.get("client_secret")
+    if secret is not None and not (isinstance(secret, str) and client.verify_secret(secret)):
+        raise RegistrationError("invalid_client_metadata", "client_secret does not match.")
+    forbidden = {"registration_access_token", "registration_client_uri", "client_secret_expires_at",
+                 "client_id_issued_at"} & set(data)
+    if forbidden:
+        raise RegistrationError("invalid_client_metadata", f"{sorted(forbidden)[0]} cannot be set.")
+    metadata = clean_metadata({k: v for k, v in data.items() if k not in {"client_id", "client_secret"}})
+    if (metadata["token_endpoint_auth_method"] == "none") != (not client.is_confidential):
+        raise RegistrationError("invalid_client_metadata",
+                                "token_endpoint_auth_method cannot change between public and confidential.")
+    try:
+        services.update_client(client, name=metadata["client_name"], **_fields(metadata))
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return describe(client, metadata)
