@@ -2,9 +2,10 @@
 // discovery, authorization code + PKCE S256 + state + nonce through our sign-in and consent pages
 // in headless Chromium, full ID token validation (iss, aud, nonce, exp, signature via JWKS, RFC 9207
 // iss), UserInfo, refresh, revocation, prompt=none with the browser session, a pushed authorization
-// request (RFC 9126), RP-initiated logout.
+// request (RFC 9126), dynamic client registration (RFC 7591) and sign-in with that client,
+// RP-initiated logout.
 //
-// Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_REDIRECT_URI, E2E_POST_LOGOUT_URI, E2E_EMAIL, E2E_PASSWORD,
+// Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_REGISTRATION_TOKEN, E2E_REDIRECT_URI, E2E_POST_LOGOUT_URI, E2E_EMAIL, E2E_PASSWORD,
 //      E2E_ARTIFACTS (screenshots), E2E_CHROMIUM.
 import * as openid from 'openid-client';
 
@@ -101,6 +102,26 @@ await run(async () => {
     });
     const parClaims = parTokens.claims();
 
+    // 4c. Dynamic client registration (RFC 7591) with the project's initial access token, then a
+    // code flow (pushed, as above) with the new public client: it asks for consent, its first time.
+    const registered = await client.dynamicClientRegistration(new URL(issuer), {
+      client_name: 'Registered by openid-client', redirect_uris: [redirectUri], token_endpoint_auth_method: 'none',
+    }, openid.None(), { initialAccessToken: env('E2E_REGISTRATION_TOKEN'), execute: [openid.allowInsecureRequests] });
+    const registeredMetadata = registered.clientMetadata();
+    const verifierDcr = client.randomPKCECodeVerifier();
+    const stateDcr = client.randomState();
+    const nonceDcr = client.randomNonce();
+    const dcrUrl = await client.buildAuthorizationUrlWithPAR(registered, {
+      redirect_uri: redirectUri, scope: 'openid profile', state: stateDcr, nonce: nonceDcr,
+      code_challenge: await client.calculatePKCECodeChallenge(verifierDcr), code_challenge_method: 'S256',
+    });
+    const dcrBrowser = await browserAuthorize({ context, authorizeUrl: dcrUrl.href, redirectUri, email, password,
+                                                expectSignIn: false });
+    const dcrTokens = await client.authorizationCodeGrant(registered, new URL(dcrBrowser.callbackUrl), {
+      pkceCodeVerifier: verifierDcr, expectedState: stateDcr, expectedNonce: nonceDcr, idTokenExpected: true,
+    });
+    const dcrClaims = dcrTokens.claims();
+
     // 5. Revocation (RFC 7009) of the refresh token; then refresh fails with invalid_grant.
     await client.tokenRevocation(config, silentTokens.refresh_token);
     const afterRevoke = await expectOAuthError(client.refreshTokenGrant(config, silentTokens.refresh_token));
@@ -160,6 +181,13 @@ await run(async () => {
         authorize_params: [...parUrl.searchParams.keys()].sort(),
         request_uri: parUrl.searchParams.get('request_uri'),
         steps: pushed.steps, sub: parClaims.sub, nonce_ok: parClaims.nonce === noncePar, scope: parTokens.scope,
+      },
+      registration: {
+        client_id: registeredMetadata.client_id,
+        has_secret: Boolean(registeredMetadata.client_secret),
+        registration_client_uri: registeredMetadata.registration_client_uri,
+        has_registration_access_token: Boolean(registeredMetadata.registration_access_token),
+        steps: dcrBrowser.steps, aud: dcrClaims.aud, sub: dcrClaims.sub,
       },
       revocation: { after_revoke_error: afterRevoke },
       logout: { landing: logoutLanding ?? null, state: logoutState, after_logout_error: loginRequired },

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from medplum_auth import services
+from medplum_auth.models import ClientApplication
 from tests.e2e.conftest import POST_LOGOUT_URI
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @pytest.mark.spec("OIDC Core 3.1 (code flow), RFC 7636 S256, RFC 9207 iss, OIDC Core 12 refresh, RFC 7009, "
-                  "OIDC RP-Initiated Logout 1.0, OIDC Core 3.1.2.6 login_required, RFC 9126 PAR")
+                  "OIDC RP-Initiated Logout 1.0, OIDC Core 3.1.2.6 login_required, RFC 9126 PAR, RFC 7591 registration")
 def test_openid_client_code_flow(seed, run_node, live_gunicorn):
     data = seed()
-    out = run_node("oidc.mjs", data)
+    _row, registration_token = services.create_registration_token(data.client.project, label="e2e")
+    out = run_node("oidc.mjs", data, E2E_REGISTRATION_TOKEN=registration_token)
     issuer = live_gunicorn.url
     membership = data.membership
 
@@ -63,6 +66,17 @@ def test_openid_client_code_flow(seed, run_node, live_gunicorn):
     assert par["request_uri"].startswith("urn:ietf:params:oauth:request_uri:")
     assert par["steps"] == [] and par["sub"] == claims["sub"] and par["nonce_ok"]
     assert set(par["scope"].split()) == {"openid", "profile"}
+
+    # RFC 7591: openid-client registered a public client in the seeded project; a pushed code flow
+    # with it asked for consent (a new app) and its ID token is for the new client and the same user.
+    registration = out["registration"]
+    registered = ClientApplication.objects.get(client_id=registration["client_id"])
+    assert registered.project_id == data.client.project_id and not registered.is_confidential
+    assert registered.registration_source == "dcr" and not registration["has_secret"]
+    assert registration["registration_client_uri"] == f"{issuer}/oauth2/register/{registered.client_id}"
+    assert registration["has_registration_access_token"]
+    assert "consent" in registration["steps"] and "signin" not in registration["steps"]
+    assert registration["aud"] == registered.client_id and registration["sub"] == claims["sub"]
 
     # RFC 7009 revocation: the revoked refresh token no longer works.
     assert out["revocation"]["after_revoke_error"]["error"] == "invalid_grant"
