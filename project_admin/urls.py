@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .views import audit, auth, base, clients, members, policies, sessions
+from .views import audit, auth, base, clients, members, policies, registration, sessions
 
 app_name = "project_admin"
 
@@ -19,6 +19,11 @@ urlpatterns = [
     # Clients
     path(P + "clients/", clients.ClientListView.as_view(), name="clients"),
     path(P + "clients/new/", clients.ClientCreateView.as_view(), name="client-create"),
+    path(P + "clients/registration/", registration.RegistrationView.as_view(), name="registration"),
+    path(P + "clients/registration/<int:pk>/token/<str:once>/", registration.RegistrationTokenView.as_view(),
+         name="registration-token"),
+    path(P + "clients/registration/<int:pk>/revoke/", registration.RegistrationRevokeView.as_view(),
+         name="registration-revoke"),
     path(P + "clients/<int:pk>/", clients.ClientDetailView.as_view(), name="client"),
     path(P + "clients/<int:pk>/secret/<str:token>/", clients.ClientSecretView.as_view(), name="client-secret"),
     path(P + "clients/<int:pk>/rotate/", clients.ClientRotateView.as_view(), name="client-rotate"),
