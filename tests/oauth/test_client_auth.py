@@ -392,7 +392,7 @@ def test_private_key_jwt_refused(client, jwt_client, signing_keys, caplog, case,
     assert not Login.objects.exists()
     refusals = [r.getMessage() for r in caplog.records if r.getMessage().startswith("client assertion refused")]
     if reason is not None:  # refused for the reason under test, not an earlier one
-        assert refusals == [f"client assertion refused client_id={jwt_client.client_id} reason={reason}"]
+        assert refusals == [f"client assertion refused client_id={jwt_client.client_id!r} reason={reason}"]
 
 
 @pytest.mark.spec("RFC 7523 §3")
