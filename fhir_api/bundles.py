@@ -252,7 +252,7 @@ def process(repo: Repository, bundle: Any) -> Answer:
     if kind not in KINDS:
         raise InvalidResource(f"POST [base] takes a batch or transaction Bundle, not {kind!r}",
                               expression="Bundle.type")
-    raw_entries = bundle.get("entry") or []
+    raw_entries = bundle.get("entry", [])
     if not isinstance(raw_entries, list):
         raise InvalidResource("Bundle.entry must be a list", expression="Bundle.entry")
     limit = auth_settings.FHIR_BUNDLE_MAX_ENTRIES
