@@ -177,7 +177,8 @@ def test_medplum_core_bundles_conditional_update_validate_and_everything(seed, r
 
     upsert = out["upsert"]
     assert upsert["first"]["id"] == upsert["second"]["id"]
-    assert (upsert["first"]["version"], upsert["second"]["version"], upsert["second"]["status"]) == ("1", "2", "amended")
+    versions = (upsert["first"]["version"], upsert["second"]["version"], upsert["second"]["status"])
+    assert versions == ("1", "2", "amended")
     puts = [c["status"] for c in out["calls"] if c["method"] == "PUT" and c["path"] == "/fhir/R4/Observation"]
     assert puts == [201, 200]
 

@@ -53,7 +53,8 @@ def test_transaction_creates_with_urn_uuid_references(full_api, project1):
     assert patient_entry["response"]["etag"] == 'W/"1"' and patient_entry["response"]["lastModified"].endswith("Z")
     assert patient_entry["fullUrl"] == f"{BASE}/Patient/{patient_id}"
     stored = Resource.objects.get(project=project1, resource_type="Observation")
-    assert stored.content["subject"]["reference"] == f"Patient/{patient_id}" and stored.patient == f"Patient/{patient_id}"
+    assert stored.content["subject"]["reference"] == f"Patient/{patient_id}"
+    assert stored.patient == f"Patient/{patient_id}"
 
 
 def test_transaction_with_one_invalid_entry_stores_nothing(full_api, project1):
@@ -178,7 +179,8 @@ def test_unusable_entries_fail_in_their_slot_never_500(full_api, entry):
     response = full_api.post("", bundle("batch", entry, post("GET", "Patient")))
     assert response.status_code == 200, response.content
     failed, ok = response.json()["entry"]
-    assert failed["response"]["status"][0] == "4" and failed["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    assert failed["response"]["status"][0] == "4"
+    assert failed["response"]["outcome"]["resourceType"] == "OperationOutcome"
     assert ok["response"]["status"] == "200"
 
 

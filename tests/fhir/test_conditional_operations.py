@@ -93,7 +93,8 @@ def test_validate_good_and_bad(full_api, project1, alice):
 def test_validate_modes_are_the_write_rolled_back(client, app1, alice, bob, project1):
     mine, theirs = seed(project1, obs(alice.profile, "M-1")), seed(project1, obs(bob.profile, "M-2"))
     api = Api(client, mint(client=app1, membership=alice, scope="openid patient/Observation.cruds"))
-    assert api.post(f"/Observation/{mine['id']}/$validate?mode=update", {**mine, "status": "amended"}).status_code == 200
+    update = api.post(f"/Observation/{mine['id']}/$validate?mode=update", {**mine, "status": "amended"})
+    assert update.status_code == 200, update.content
     assert api.post(f"/Observation/{mine['id']}/$validate?mode=delete", {}).status_code == 200
     assert Resource.objects.get(resource_id=mine["id"]).version_id == 1  # nothing stored
     assert not Resource.objects.get(resource_id=mine["id"]).deleted
@@ -144,7 +145,8 @@ def test_everything_as_a_patient_is_only_its_own(client, app1, alice, bob, recor
     assert_outcome(api.get(f"/Patient/{bob.profile_id}/$everything"), 404, "not-found")
     # Scopes narrow it further: an Observation-only token gets no Conditions.
     narrow = Api(client, mint(client=app1, membership=alice, scope="openid patient/Patient.rs patient/Observation.rs"))
-    types = {e["resource"]["resourceType"] for e in narrow.get(f"/Patient/{alice.profile_id}/$everything").json()["entry"]}
+    entries = narrow.get(f"/Patient/{alice.profile_id}/$everything").json()["entry"]
+    types = {e["resource"]["resourceType"] for e in entries}
     assert types == {"Patient", "Observation"}
     in_batch = api.post("", {"resourceType": "Bundle", "type": "batch", "entry": [
         {"request": {"method": "GET", "url": f"Patient/{bob.profile_id}/$everything"}},
