@@ -213,3 +213,9 @@ def test_autobatch_style_gets_are_reads_and_searches(full_api, project1):
 
 def test_anonymous_bundle_is_401(anonymous):
     assert_outcome(anonymous.post("", bundle("batch")), 401, "login")
+
+
+def test_capability_statement_lists_batch_transaction_and_the_operations(anonymous):
+    rest = anonymous.get("/metadata").json()["rest"][0]
+    assert rest["interaction"] == [{"code": "batch"}, {"code": "transaction"}]
+    assert [op["name"] for op in rest["operation"]] == ["validate", "everything"]
