@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import secrets
 import statistics
 import sys
 import tempfile
@@ -60,7 +61,7 @@ def seed(port: int, reads: int) -> tuple[str, list[str]]:
     from medplum_auth import services
 
     services.ensure_signing_key()
-    project = services.create_project("Bundle bench")
+    project = services.create_project(f"Bundle bench {secrets.token_hex(4)}")  # --database-url may be reused
     client, secret = services.create_client(project, "bench backend", public=False)
     repo = Repository(project.pk, None)
     ids = [repo.create("Patient", patient(i)).resource_id for i in range(reads)]
