@@ -23,6 +23,7 @@ await run(async () => {
 
   await step('startClientLogin', () => medplum.startClientLogin(clientId, env('E2E_CLIENT_SECRET')));
   const accessToken = medplum.getAccessToken();
+  const profile = medplum.getProfile();  // from /auth/me: the ClientApplication (Medplum's profile of a client login)
   const afterLogin = calls.length;
   const first = await step('first read', () => medplum.readResource('Patient', patientId, { cache: 'no-cache' }));
   const second = await step('second read', () => medplum.readResource('Patient', patientId, { cache: 'no-cache' }));
@@ -31,6 +32,7 @@ await run(async () => {
     access_token_claims: decodeJwtPayload(accessToken),
     same_token_after_reads: medplum.getAccessToken() === accessToken,
     reads: [first.id, second.id],
+    profile: profile ? { resourceType: profile.resourceType, id: profile.id, name: profile.name } : null,
     login_calls: calls.slice(0, afterLogin),
     calls,
   };

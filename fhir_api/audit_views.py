@@ -19,8 +19,10 @@ from medplum_auth.contrib.rest_framework.exceptions import InvalidResource, Reso
 from medplum_auth.contrib.rest_framework.permissions import AccessPolicyPermission
 
 from . import audit_events
+from .interactions import IGNORED_PARAMS, Paging
+from .interactions import base as _base
 from .query import SearchError
-from .views import IGNORED_PARAMS, FhirView, Paging, _base
+from .views import FhirView
 
 #: ``total`` is counted up to this many matches; beyond it, ``total`` is left out (FHIR R4
 #: ``Bundle.total`` is optional) and ``next`` links still page on, so a search costs one bounded

@@ -90,8 +90,9 @@ def capability_statement() -> dict[str, Any]:
             "readHistory": True,
             "updateCreate": False,
             "conditionalCreate": True,
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            "conditionalRead": "full-support",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
             "searchInclude": [f"{resource_type}:{p.name}" for p in params.values() if p.type == "reference"],
             "searchRevInclude": [f"{source}:{p.name}" for source, source_params in SEARCH_PARAMETERS.items()
                                  for p in source_params.values()
@@ -135,5 +136,9 @@ def capability_statement() -> dict[str, Any]:
                 }],
             },
             "resource": resources,
+            "interaction": [{"code": "batch"}, {"code": "transaction"}],
+            "operation": [{"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"},
+                          {"name": "everything",
+                           "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}],
         }],
     }

@@ -35,7 +35,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from medplum_auth.access import Decision, EffectivePolicy
+from medplum_auth.access import COMPARTMENT_PARAM, Decision, EffectivePolicy
 from medplum_auth.contrib.rest_framework.exceptions import (
     Forbidden,
     Gone,
@@ -55,6 +55,7 @@ from .query import (
     Target,
     Where,
     all_of,
+    any_of,
     column,
     condition_where,
     criteria_conditions,
@@ -350,16 +351,57 @@ class Repository:
                 found.append(row)
         return found, truncated
 
+    def everything(self, patient_id: str, types: Sequence[str], conditions: Sequence[Condition], *,
+                   offset: int, count: int) -> Page:
+        """One page of the Patient's compartment (the ``patient`` column :func:`compartment`
+        fills), the Patient included, in (type, id) order: each type of ``types`` as far as this
+        caller may search it, types it may not are left out. ``conditions`` are type-independent
+        (``_lastUpdated``). 404 when this caller cannot read the Patient itself.
+        """
+        self.read("Patient", patient_id)
+        connection = connections[router.db_for_read(Resource)]
+        conditions = [Condition(COMPARTMENT_PARAM, "compartment", (Match("exact", f"Patient/{patient_id}"),)),
+                      *conditions]
+        plain, parts = [], []
+        for resource_type in types:
+            decision = ALLOWED if self.policy is None else self.policy.decide(resource_type, "search")
+            if decision.outcome == "filtered":
+                parts.append(self._where(connection, resource_type, decision, conditions))
+            elif decision.permitted:
+                plain.append(resource_type)
+        if plain:  # the types searched without filters: one condition on the type column
+            parts.append(all_of([
+                Where(f"{column(connection, 'project_id')} = %s AND {column(connection, 'deleted')} = %s",
+                      (project_value(connection, self.project_id), False)),
+                Where(f"{column(connection, 'resource_type')} IN ({', '.join(['%s'] * len(plain))})", tuple(plain)),
+                *(condition_where(connection, self.project_id, "Patient", c) for c in conditions)]))
+        if not parts:
+            return Page([], 0)
+        where = any_of(parts)
+        if count == 0:
+            return Page([], _count(connection, where))
+        rows = _select(connection, None, where, order=(("resource_type", "ASC"), ("id", "ASC")),
+                       limit=(count, offset), timestamps=False)
+        if not rows:
+            return Page([], _count(connection, where) if offset else 0)
+        return Page([found for found, _ in rows], rows[0][1])
+
     # --- writes ----------------------------------------------------------------------------
 
     def create(self, resource_type: str, content: dict[str, Any], *, resource_id: str | None = None,
-               validate: bool = True) -> Resource:
-        """Create a resource; the server assigns the id (``resource_id`` only for the system)."""
+               validate: bool = True, new_id: uuid.UUID | None = None) -> Resource:
+        """Create a resource; the server assigns the id (``resource_id`` only for the system).
+
+        ``new_id`` is an id the server chose beforehand (a transaction's ``urn:uuid:`` entry, whose
+        references are rewritten before the entries are stored): a UUID, never a client's text.
+        """
         decision = self.decide(resource_type, "create")
         content = self._prepare(resource_type, content)
         for path in self.protected_fields(resource_type):
             restore_path({}, content, path.split("."))
-        if resource_id is None or self.policy is not None:
+        if new_id is not None:
+            resource_id = str(new_id)
+        elif resource_id is None or self.policy is not None:
             resource_id = str(uuid.uuid4())
         now = _now()
         content = _with_meta(resource_type, resource_id, content, 1, now)
@@ -377,7 +419,7 @@ class Repository:
         return row
 
     def create_if_none_exist(self, resource_type: str, content: dict[str, Any], criteria: list[Condition],
-                             ) -> Resource | Found:
+                             *, new_id: uuid.UUID | None = None) -> Resource | Found:
         """FHIR conditional create (``If-None-Exist``): the match (a :class:`Found`) when exactly
         one resource this caller can see matches ``criteria``, else the new :class:`Resource`;
         412 when several match. The caller needs search as well as create.
@@ -387,18 +429,60 @@ class Repository:
         """
         self.decide(resource_type, "create")
         with transaction.atomic():
-            connection = connections[router.db_for_write(Resource)]
-            if connection.vendor == "postgresql":
-                key = repr((str(self.project_id), resource_type, sorted(map(repr, criteria))))
-                lock = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock])
-            found = self.search(resource_type, criteria, count=2, timestamps=True).rows
-            if len(found) > 1:
-                raise PreconditionFailed("More than one resource matches If-None-Exist")
-            if found:
-                return found[0]
-            return self.create(resource_type, content)
+            found = self.match(resource_type, criteria, "If-None-Exist")
+            if found is not None:
+                return found
+            return self.create(resource_type, content, new_id=new_id)
+
+    def match(self, resource_type: str, criteria: list[Condition], what: str) -> Found | None:
+        """The one resource this caller can search that matches ``criteria`` (``None`` if none;
+        412 if several), for a conditional interaction named ``what``. Call it inside a transaction:
+        on PostgreSQL it takes a transaction-scoped advisory lock on the project, type and criteria,
+        so concurrent conditional writes with the same criteria decide one after the other."""
+        connection = connections[router.db_for_write(Resource)]
+        if connection.vendor == "postgresql":
+            key = repr((str(self.project_id), resource_type, sorted(map(repr, criteria))))
+            lock = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock])
+        found = self.search(resource_type, criteria, count=2, timestamps=True).rows
+        if len(found) > 1:
+            raise PreconditionFailed(f"More than one resource matches {what}")
+        return found[0] if found else None
+
+    def update_conditional(self, resource_type: str, content: dict[str, Any], criteria: list[Condition], *,
+                           if_match: int | None = None, new_id: uuid.UUID | None = None) -> tuple[Resource, bool]:
+        """FHIR conditional update (``PUT [type]?search``): no match creates (``True``), one match is
+        updated (``False``), several are 412. The search sees only what this caller may search;
+        the caller needs update (and create, to create) as well as search."""
+        self.decide(resource_type, "update")
+        if not isinstance(content, dict):
+            raise InvalidResource("The request body must be a FHIR resource (a JSON object)")
+        with transaction.atomic():
+            found = self.match(resource_type, criteria, "the conditional update")
+            if found is None:
+                if if_match is not None:
+                    raise PreconditionFailed("If-Match names a version, but no resource matches the search")
+                if content.get("id") is not None:
+                    raise InvalidResource("No resource matches the search, and this server does not create "
+                                          "resources with a client-chosen id", expression=f"{resource_type}.id")
+                return self.create(resource_type, content, new_id=new_id), True
+            if content.get("id", found.resource_id) != found.resource_id:
+                raise InvalidResource(f"The resource id must be {found.resource_id!r}, the resource the search "
+                                      "found", expression=f"{resource_type}.id")
+            return self.update(resource_type, found.resource_id, {**content, "id": found.resource_id},
+                               if_match=if_match), False
+
+    def delete_conditional(self, resource_type: str, criteria: list[Condition]) -> str | None:
+        """FHIR conditional delete (``DELETE [type]?search``): the id deleted, ``None`` when nothing
+        matches, 412 when several do. The search sees only what this caller may search."""
+        self.decide(resource_type, "delete")
+        with transaction.atomic():
+            found = self.match(resource_type, criteria, "the conditional delete")
+            if found is None:
+                return None
+            self.delete(resource_type, found.resource_id)
+            return found.resource_id
 
     def update(self, resource_type: str, resource_id: str, content: dict[str, Any], *,
                if_match: int | None = None) -> Resource:
@@ -482,6 +566,13 @@ class Repository:
             row.save(update_fields=["version_id", "last_updated", "deleted"])
             ResourceVersion.objects.create(resource=row, version_id=row.version_id, last_updated=now, deleted=True,
                                            content=None)
+
+    def validate(self, resource_type: str, content: Any) -> None:
+        """400 unless ``content`` is a valid ``resource_type`` as a write would store it (its
+        ``meta`` as the server sets it); no policy is involved and nothing is stored."""
+        content = self._prepare(resource_type, content)
+        resource_id = content.get("id") if isinstance(content.get("id"), str) else str(uuid.uuid4())
+        validate_resource(resource_type, _with_meta(resource_type, resource_id, content, 1, _now()))
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -589,10 +680,11 @@ def _datetime_converter(connection: BaseDatabaseWrapper) -> Callable[[Any], Any]
     return convert
 
 
-def _select(connection: BaseDatabaseWrapper, resource_type: str, where: Where, *, extra: Where | None = None,
+def _select(connection: BaseDatabaseWrapper, resource_type: str | None, where: Where, *, extra: Where | None = None,
             order: Sequence[tuple[str, str]] = (), limit: tuple[int, int] | None = None, timestamps: bool = True,
             ) -> list[tuple[Found, Any]]:
-    """Current resources matching ``where`` as :class:`Found` rows, each with ``extra``'s value.
+    """Current resources matching ``where`` as :class:`Found` rows, each with ``extra``'s value
+    (rows of several types when ``resource_type`` is ``None``: each row's type is read with it).
 
     With ``limit`` (count, offset) the value is instead the number of all matches, and the page
     is chosen first, by id, with that count (a window over the same scan), before its rows are
@@ -603,7 +695,8 @@ def _select(connection: BaseDatabaseWrapper, resource_type: str, where: Where, *
     content = column(connection, "content", source)
     if connection.vendor == "postgresql":
         content += "::text"  # jsonb as its JSON text: served without a parse and a dump
-    columns = ", ".join([column(connection, "resource_id", source), column(connection, "version_id", source),
+    columns = ", ".join([column(connection, "resource_type", source) if resource_type is None else "NULL",
+                         column(connection, "resource_id", source), column(connection, "version_id", source),
                          column(connection, "last_updated", source) if timestamps else "NULL",
                          column(connection, "deleted", source), content,
                          f"{connection.ops.quote_name('page')}.{connection.ops.quote_name('total')}"
@@ -630,8 +723,8 @@ def _select(connection: BaseDatabaseWrapper, resource_type: str, where: Where, *
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    return [(Found(resource_type, resource_id, version_id, convert(last_updated), bool(deleted), text), value)
-            for resource_id, version_id, last_updated, deleted, text, value in rows]
+    return [(Found(resource_type or kind, resource_id, version_id, convert(last_updated), bool(deleted), text), value)
+            for kind, resource_id, version_id, last_updated, deleted, text, value in rows]
 
 
 def _count(connection: BaseDatabaseWrapper, where: Where) -> int:

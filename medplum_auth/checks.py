@@ -56,6 +56,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                  "medplum_auth.W005 in SILENCED_SYSTEM_CHECKS.", id="medplum_auth.W005",
         ))
     errors.extend(check_token_lifetimes())
+    errors.extend(check_bundle_limits())
+    return errors
+
+
+def check_bundle_limits() -> list[checks.CheckMessage]:
+    """W025: a FHIR batch/transaction limit that is not a positive integer refuses every Bundle."""
+    errors: list[checks.CheckMessage] = []
+    for name in ("FHIR_BUNDLE_MAX_ENTRIES", "FHIR_BUNDLE_MAX_BYTES"):
+        value = getattr(auth_settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(checks.Warning(
+                f"{name} is {value!r}: every FHIR batch and transaction Bundle is refused (413).",
+                hint=f"Remove the setting (default {DEFAULTS[name]}) or set it to a positive integer.",
+                id="medplum_auth.W025"))
     return errors
 
 

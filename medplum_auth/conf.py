@@ -24,6 +24,10 @@ DEFAULTS: dict[str, Any] = {
     "ISSUER": "http://127.0.0.1:8000",
     # FHIR base URL advertised to SMART apps; ``None`` means ``ISSUER + "/fhir/R4"``.
     "FHIR_BASE_URL": None,
+    # Most entries a FHIR batch or transaction Bundle may hold (``POST /fhir/R4``); more is a 413.
+    "FHIR_BUNDLE_MAX_ENTRIES": 1000,
+    # Most bytes of a batch or transaction request body (10 MiB); more is a 413, refused before parsing.
+    "FHIR_BUNDLE_MAX_BYTES": 10 * 1024 * 1024,
     # Random bytes in a generated client secret (32 bytes = 256 bits, 64 hex characters).
     "CLIENT_SECRET_BYTES": 32,
     # Key of the HMAC-SHA256 digest that stores client secrets; ``None`` derives it from SECRET_KEY.

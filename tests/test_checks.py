@@ -262,3 +262,16 @@ def test_w015_sqlite_without_immediate_transactions():
         assert ids(check_sqlite_options()) == ["medplum_auth.W015"]
     with override_settings(DATABASES={"default": with_sqlite_options(SQLITE), "pg": POSTGRES}):
         assert check_sqlite_options() == []
+
+
+@pytest.mark.parametrize(("name", "value", "fires"), [
+    ("FHIR_BUNDLE_MAX_ENTRIES", 0, True), ("FHIR_BUNDLE_MAX_ENTRIES", "100", True),
+    ("FHIR_BUNDLE_MAX_ENTRIES", 1, False),
+    ("FHIR_BUNDLE_MAX_BYTES", -1, True), ("FHIR_BUNDLE_MAX_BYTES", True, True), ("FHIR_BUNDLE_MAX_BYTES", 1024, False),
+])
+def test_w025_bundle_limits(name, value, fires):
+    with override_settings(MEDPLUM_AUTH={name: value}):
+        messages = check_settings()
+    assert ids(messages) == (["medplum_auth.W025"] if fires else [])
+    if fires:
+        assert name in messages[0].msg and messages[0].level == checks.WARNING

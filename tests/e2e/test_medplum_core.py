@@ -145,5 +145,58 @@ def test_medplum_core_client_credentials_login_and_reads_do_not_loop(seed, run_n
     assert claims["client_id"] == backend.client_id
     assert claims["exp"] - claims["iat"] > 300  # above the SDK's refreshGracePeriod
     assert out["reads"] == [patient_id, patient_id] and out["same_token_after_reads"]
+    # getProfile() after startClientLogin(): the ClientApplication, as Medplum answers /auth/me.
+    assert out["profile"] == {"resourceType": "ClientApplication", "id": backend.client_id, "name": "E2E backend"}
     reads = [(c["method"], c["path"], c["status"]) for c in out["calls"] if c["path"].startswith("/fhir/")]
     assert reads == [("GET", f"/fhir/R4/Patient/{patient_id}", 200)] * 2
+
+
+@pytest.mark.spec("FHIR R4 http.html#transaction; Medplum autoBatch, upsertResource, validateResource, $everything")
+def test_medplum_core_bundles_conditional_update_validate_and_everything(seed, run_node):
+    data = seed()
+    patient_id = data.membership.profile_id
+    practitioner = services.invite_member(data.project, "e2e.doctor@example.org", profile_type="Practitioner",
+                                          first_name="Dana", last_name="Doc", password=data.password).membership
+    repo = Repository(data.project.pk, None)
+    own_obs = repo.create("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "bp"},
+                                          "subject": {"reference": f"Patient/{patient_id}"}}).resource_id
+    out = run_node("medplum-bundles.mjs", data, E2E_PATIENT_ID=patient_id,
+                   E2E_PRACTITIONER_EMAIL="e2e.doctor@example.org", E2E_PRACTITIONER_PASSWORD=data.password)
+    assert practitioner.profile_type == "Practitioner"
+
+    obs_entry, patient_entry = out["transaction"]["entries"]
+    assert out["transaction"]["type"] == "transaction-response"
+    assert [obs_entry["status"], patient_entry["status"]] == ["201", "201"]
+    assert obs_entry["subject"] == f"Patient/{patient_entry['id']}"
+    assert patient_entry["location"].endswith(f"/Patient/{patient_entry['id']}/_history/1")
+    created, linked, read, search, missing = out["batch"]["entries"]
+    assert out["batch"]["type"] == "batch-response"
+    assert created["status"] == "201" and linked["status"] == "201" and linked["subject"] == f"Patient/{created['id']}"
+    assert read == {**read, "status": "200", "resourceType": "Patient", "id": patient_id, "etag": 'W/"1"'}
+    assert search["resourceType"] == "Bundle" and missing["status"] == "404" and missing["outcome"] == "not-found"
+
+    upsert = out["upsert"]
+    assert upsert["first"]["id"] == upsert["second"]["id"]
+    versions = (upsert["first"]["version"], upsert["second"]["version"], upsert["second"]["status"])
+    assert versions == ("1", "2", "amended")
+    puts = [c["status"] for c in out["calls"] if c["method"] == "PUT" and c["path"] == "/fhir/R4/Observation"]
+    assert puts == [201, 200]
+
+    assert out["validate"]["valid"]["id"] == "allok"
+    assert out["validate"]["invalid"]["name"] == "OperationOutcomeError"
+    assert "birthDate" in out["validate"]["invalid"]["message"]
+
+    auto = out["auto"]
+    assert auto["patient"] == patient_id and auto["observation"] == upsert["first"]["id"]
+    assert set(auto["search"]) == {own_obs, upsert["first"]["id"]}
+    assert auto["missing"]["name"] == "OperationOutcomeError" and auto["missing"]["status"] == "not-found"
+    assert auto["calls"] == ["POST /fhir/R4 200"]  # four GETs, one batch request
+
+    mine = {f"Patient/{patient_id}", f"Observation/{own_obs}", f"Observation/{upsert['first']['id']}"}
+    assert set(out["everything"]["refs"]) == mine and out["everything"]["total"] == 3
+    patient = out["patient"]
+    assert set(patient["own"]["refs"]) == mine and patient["own"]["total"] == 3
+    assert patient["other"]["name"] == "OperationOutcomeError" and patient["other"]["status"] == "not-found"
+    other_read, own_search = patient["batch"]["entries"]
+    assert other_read["status"] == "404" and other_read["id"] is None
+    assert set(patient["batch_search_subjects"]) == {f"Patient/{patient_id}"}

@@ -112,4 +112,5 @@ def test_capability_statement_says_so(anonymous):
         if resource["type"] == "AuditEvent":  # read-only (tests/test_audit_trail.py)
             assert resource["conditionalCreate"] is False and resource["conditionalUpdate"] is False
             continue
-        assert resource["conditionalCreate"] is True and resource["conditionalUpdate"] is False, resource["type"]
+        assert resource["conditionalCreate"] is True and resource["conditionalUpdate"] is True, resource["type"]
+        assert resource["conditionalDelete"] == "single" and resource["conditionalRead"] == "full-support"

@@ -184,9 +184,11 @@ def test_missing_resource_is_404(full_api):
 
 
 def test_unsupported_method_is_405(full_api, alice):
-    for response in (full_api.patch("/Patient", []), full_api.put("/Patient", {"resourceType": "Patient"}),
+    for response in (full_api.patch("/Patient", []),
                      full_api.post(f"/Patient/{alice.profile_id}", {"resourceType": "Patient"})):
         assert_outcome(response, 405, "not-supported")
+    # PUT on the type is a conditional update: without search criteria it is a 400, not a 405.
+    assert_outcome(full_api.put("/Patient", {"resourceType": "Patient"}), 400, "invalid")
 
 
 @pytest.mark.spec("RFC 6750 §3")

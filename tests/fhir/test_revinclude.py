@@ -90,8 +90,8 @@ def test_unsupported_revinclude_is_400(full_api, world, value):
 
 def test_too_many_are_cut_with_an_outcome_entry(full_api, world, project1, monkeypatch):
     monkeypatch.setattr(repository, "MAX_REVINCLUDES", 2)
-    import fhir_api.views as views
-    monkeypatch.setattr(views, "MAX_REVINCLUDES", 2)
+    import fhir_api.interactions as interactions
+    monkeypatch.setattr(interactions, "MAX_REVINCLUDES", 2)
     for n in range(3):
         seed(project1, observation(world["A"], code=f"x{n}"))
     body = full_api.get("/Patient", {"_revinclude": "Observation:subject"}).json()
