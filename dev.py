@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Developer entry point; needs only Python 3.11+.
 
-    python3 dev.py demo    # venv + install + migrate SQLite + seed the demo + serve on 127.0.0.1:8000
+    python3 dev.py demo    # venv + install + migrate SQLite + seed the demo + serve on 127.0.0.1:8000,
+                           # and the demo client app (examples/demo_client) on 127.0.0.1:8888
     python3 dev.py test    # venv + install + the whole test suite (extra args go to pytest)
 
 The virtual environment lives in .venv and is reinstalled only when requirements.txt or
@@ -23,6 +24,7 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 STAMP = VENV / ".medplum-install-stamp"
 DEMO_PORT = os.environ.get("PORT", "8000")
+DEMO_CLIENT_PORT = os.environ.get("DEMO_CLIENT_PORT", "8888")
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
@@ -50,40 +52,34 @@ def ensure_venv() -> None:
 
 
 def demo() -> None:
+    """Provider on DEMO_PORT (runserver) and the demo client app (examples/demo_client) on 8888."""
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
     env.setdefault("DEBUG", "1")
     env.setdefault("MEDPLUM_ISSUER", f"http://127.0.0.1:{DEMO_PORT}")
     run(PYTHON, "manage.py", "migrate", "--noinput", env=env)
     run(PYTHON, "manage.py", "medplum_seed_demo", env=env)
-    print_authorize_url(env["MEDPLUM_ISSUER"])
-    print(f"\nServing on http://127.0.0.1:{DEMO_PORT}/ (Django admin: /admin/). Ctrl-C stops.\n", flush=True)
-    os.execve(str(PYTHON), [str(PYTHON), "manage.py", "runserver", f"127.0.0.1:{DEMO_PORT}", "--noreload"], env)
-
-
-def print_authorize_url(issuer: str) -> None:
-    """A ready authorization request for the demo's public client, with a fresh PKCE pair."""
-    import base64
-    import secrets
-    from urllib.parse import urlencode
-
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    redirect_uri = "http://127.0.0.1:8888/callback"
-    query = urlencode({
-        "response_type": "code", "client_id": "medplum-demo-public", "redirect_uri": redirect_uri,
-        "scope": "openid profile email offline_access", "state": secrets.token_urlsafe(8),
-        "code_challenge": challenge, "code_challenge_method": "S256",
-    })
+    client_env = {**os.environ, "DEMO_ISSUER": env["MEDPLUM_ISSUER"], "DEMO_CLIENT_PORT": DEMO_CLIENT_PORT,
+                  "DEMO_CLIENT_ID": "medplum-demo-public"}
+    client = subprocess.Popen([str(PYTHON), str(ROOT / "examples" / "demo_client" / "app.py")], cwd=ROOT,
+                              env=client_env)
+    issuer = env["MEDPLUM_ISSUER"]
     print(f"""
-Open this authorization request in a browser and sign in as patient@example.com:
-  {issuer}/oauth2/authorize?{query}
-The browser then lands on {redirect_uri}?code=…&state=…&iss=… (nothing listens there; copy the code).
-Trade the code within 60 seconds:
-  curl -s {issuer}/oauth2/token -d grant_type=authorization_code -d client_id=medplum-demo-public \\
-       -d redirect_uri={redirect_uri} -d code_verifier={verifier} -d code=PASTE_CODE
-Then search the patient's record with the access_token (3 Observations, 2 Conditions are seeded):
-  curl -s -H "Authorization: Bearer PASTE_ACCESS_TOKEN" {issuer}/fhir/R4/Observation
-Revoke the app again on {issuer}/oauth2/account (Apps with access).""", flush=True)
+Provider (identity provider + FHIR API): {issuer}/   (Django admin: {issuer}/admin/)
+Demo client app (a third-party app):      http://127.0.0.1:{DEMO_CLIENT_PORT}/
+
+Open the demo client, press "Sign in" and sign in as patient@example.com / Demo-Patient-2026!
+(or practitioner@example.com / Demo-Practitioner-2026! to see the patient list). For a SMART EHR
+launch, sign in to {issuer}/project-admin/ as the practitioner, open the client
+"Demo public client" and press "Launch app". Ctrl-C stops both.
+""", flush=True)
+    try:
+        subprocess.run([str(PYTHON), "manage.py", "runserver", f"127.0.0.1:{DEMO_PORT}", "--noreload"], cwd=ROOT,
+                       env=env)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.terminate()
+        client.wait(timeout=10)
 
 
 def test(extra: list[str]) -> None:
