@@ -3,6 +3,8 @@
 
     python3 dev.py demo    # venv + install + migrate SQLite + seed the demo + serve on 127.0.0.1:8000,
                            # and the demo client app (examples/demo_client) on 127.0.0.1:8888
+    python3 dev.py cluster # two gunicorn instances on PostgreSQL (DATABASE_URL) + Redis behind a
+                           # round-robin proxy on 127.0.0.1:8000, and the demo client
     python3 dev.py test    # venv + install + the whole test suite (extra args go to pytest)
 
 The virtual environment lives in .venv and is reinstalled only when requirements.txt or
@@ -82,17 +84,82 @@ launch, sign in to {issuer}/project-admin/ as the practitioner, open the client
         client.wait(timeout=10)
 
 
+def cluster() -> None:
+    """Two gunicorn instances on PostgreSQL + Redis behind a round-robin proxy, and the demo client.
+
+    DATABASE_URL must be PostgreSQL; REDIS_URL defaults to a redis-server (Debian's package)
+    started here on port 6390. The proxy (examples/cluster/proxy.py) listens on PORT (8000),
+    the instances on 8001 and 8002; MEDPLUM_ISSUER is the proxy's URL, as behind a load balancer.
+    """
+    import shutil
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM stops the children too
+
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url.startswith(("postgres://", "postgresql://")):
+        sys.exit("dev.py cluster needs DATABASE_URL=postgres://… (several instances share one PostgreSQL).")
+    issuer = f"http://127.0.0.1:{DEMO_PORT}"
+    processes: list[subprocess.Popen[bytes]] = []
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        if not shutil.which("redis-server"):
+            sys.exit("redis-server not found: apt-get install redis-server (or set REDIS_URL).")
+        processes.append(subprocess.Popen(["redis-server", "--port", "6390", "--bind", "127.0.0.1", "--save", "",
+                                           "--appendonly", "no"], stdout=subprocess.DEVNULL))
+        redis_url = "redis://127.0.0.1:6390/0"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "REDIS_URL": redis_url,
+           "MEDPLUM_ISSUER": issuer, "DEBUG": "0", "ALLOWED_HOSTS": "127.0.0.1,localhost",
+           "SECRET_KEY": os.environ.get("SECRET_KEY", "dev-cluster-secret-key-not-for-production")}
+    run(PYTHON, "manage.py", "migrate", "--noinput", env=env)
+    run(PYTHON, "manage.py", "medplum_seed_demo", env=env)
+    run(PYTHON, "manage.py", "collectstatic", "--noinput", "-v", "0", env=env)
+    upstreams = []
+    for port in (int(DEMO_PORT) + 1, int(DEMO_PORT) + 2):
+        upstreams.append(f"http://127.0.0.1:{port}")
+        processes.append(subprocess.Popen(
+            [str(PYTHON), "-m", "gunicorn", "config.wsgi", "--workers", "2", "--bind", f"127.0.0.1:{port}",
+             "--no-control-socket", "--access-logfile", "-",
+             "--access-logformat", f"instance {port}: %(m)s %(U)s %(s)s"],
+            cwd=ROOT, env=env))
+    processes.append(subprocess.Popen([str(PYTHON), str(ROOT / "examples" / "cluster" / "proxy.py"), DEMO_PORT,
+                                       *upstreams], cwd=ROOT))
+    processes.append(subprocess.Popen([str(PYTHON), str(ROOT / "examples" / "demo_client" / "app.py")], cwd=ROOT,
+                                      env={**os.environ, "DEMO_ISSUER": issuer, "DEMO_CLIENT_PORT": DEMO_CLIENT_PORT}))
+    time.sleep(2)
+    print(f"""
+Round-robin proxy (the issuer):  {issuer}/  → instances {", ".join(upstreams)}
+PostgreSQL: {database_url.split("@")[-1]}   Redis: {redis_url}
+Demo client app:                 http://127.0.0.1:{DEMO_CLIENT_PORT}/
+Each instance logs its requests ("instance PORT: …"): sign in through the demo client and watch
+them alternate. Ctrl-C stops everything.
+""", flush=True)
+    try:
+        while all(proc.poll() is None for proc in processes):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for proc in reversed(processes):
+            proc.terminate()
+        for proc in processes:
+            proc.wait(timeout=15)
+
+
 def test(extra: list[str]) -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
     run(PYTHON, "-m", "pytest", *extra, env=env)
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in {"demo", "test", "install"}:
+    if not argv or argv[0] not in {"demo", "cluster", "test", "install"}:
         sys.exit(__doc__)
     ensure_venv()
     if argv[0] == "demo":
         demo()
+    elif argv[0] == "cluster":
+        cluster()
     elif argv[0] == "test":
         test(argv[1:])
 
