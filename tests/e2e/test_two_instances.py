@@ -210,6 +210,16 @@ def through(proxy: RoundRobinProxy, url: str, data: dict[str, Any] | None = None
     return status, int(response_headers["X-Upstream"]), json.loads(body)
 
 
+def signed_in_tokens(proxy: RoundRobinProxy, client_id: str) -> tuple[int, dict[str, Any]]:
+    """Sign in through the proxy and trade the code there: ``(instance that traded it, tokens)``."""
+    code, verifier = sign_in_for_code(Browser(), proxy.url, client_id, "pat@scale.example", "Scale-Out-Pass-2026!")
+    status, on, tokens = through(proxy, "/oauth2/token", {
+        "grant_type": "authorization_code", "code": code, "client_id": client_id, "code_verifier": verifier,
+        "redirect_uri": REDIRECT_URI})
+    assert status == 200, tokens
+    return on, tokens
+
+
 def test_round_robin_on_postgres_and_redis(tmp_path: Path) -> None:
     from django.db import connection
 
@@ -235,12 +245,7 @@ def test_round_robin_on_postgres_and_redis(tmp_path: Path) -> None:
         instances = [a, b]
 
         # 1. Sign-in, consent, token and refresh, every request on the other instance than the last.
-        code, verifier = sign_in_for_code(Browser(), proxy.url, client.client_id, "pat@scale.example",
-                                          "Scale-Out-Pass-2026!")
-        status, token_on, first = through(proxy, "/oauth2/token", {
-            "grant_type": "authorization_code", "code": code, "client_id": client.client_id,
-            "code_verifier": verifier, "redirect_uri": REDIRECT_URI})
-        assert status == 200, first
+        token_on, first = signed_in_tokens(proxy, client.client_id)
         status, refresh_on, refreshed = through(proxy, "/oauth2/token", {
             "grant_type": "refresh_token", "client_id": client.client_id, "refresh_token": first["refresh_token"]})
         assert status == 200 and refreshed["refresh_token"] != first["refresh_token"]
@@ -273,12 +278,7 @@ def test_round_robin_on_postgres_and_redis(tmp_path: Path) -> None:
         assert Login.objects.get(client=client).revoked_reason == "logout"
 
         # 5. Both instances sign with the new key within the signing-key cache's lifetime.
-        code, verifier = sign_in_for_code(Browser(), proxy.url, client.client_id, "pat@scale.example",
-                                          "Scale-Out-Pass-2026!")
-        status, _, current = through(proxy, "/oauth2/token", {
-            "grant_type": "authorization_code", "code": code, "client_id": client.client_id,
-            "code_verifier": verifier, "redirect_uri": REDIRECT_URI})
-        assert status == 200, current
+        _, current = signed_in_tokens(proxy, client.client_id)
         new_signers: list[int] = []
         while True:
             status, on, current = through(proxy, "/oauth2/token", {
