@@ -63,15 +63,15 @@ def main() -> None:
     b = start_gunicorn("config.wsgi:application", port_b, args.workers, env, workdir / "b.log")
     port_c = harness.free_port()
     c = start_gunicorn("config.wsgi:application", port_c, 2 * args.workers, env, workdir / "c.log")
-    for port in (port_a, port_b, port_c):  # each scenario answers 200 on both instances before it is loaded
-        for method, path, data, extra in (("POST", "/oauth2/token", body, {**headers, "Authorization": basic}),
-                                          ("GET", "/.well-known/openid-configuration?bench=uncached", None, {})):
-            status, _h, answer = harness.request(port, method, path, data, extra)
-            if status != 200:
-                sys.exit(f"{method} {path} on :{port} answered {status}: {answer[:300]!r}")
     results: dict[str, Any] = {"workers_per_instance": args.workers, "connections": args.connections,
                                "cpus": harness.os.cpu_count(), "scenarios": {}}
     try:
+        for port in (port_a, port_b, port_c):  # each scenario answers 200 on every server before it is loaded
+            for method, path, data, extra in (("POST", "/oauth2/token", body, {**headers, "Authorization": basic}),
+                                              ("GET", "/.well-known/openid-configuration?bench=uncached", None, {})):
+                status, _h, answer = harness.request(port, method, path, data, extra)
+                if status != 200:
+                    sys.exit(f"{method} {path} on :{port} answered {status}: {answer[:300]!r}")
         for name, script in scripts.items():
             slice_seconds = args.duration / args.rounds
             one_rates, two_rates, wide_rates, errors = [], [], [], 0

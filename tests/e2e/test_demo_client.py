@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,14 +29,16 @@ from django.core.management import call_command
 from examples.demo_client.app import Config, DemoClient, QuietHandler, ThreadingWSGIServer
 from medplum_auth import services
 from medplum_auth.management.commands import medplum_seed_demo as demo
-from medplum_auth.models import ClientApplication, Login
+from medplum_auth.models import ClientApplication, Login, ProjectMembership
 from tests.project_admin.test_browser import browser  # noqa: F401 - the Chromium fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts" / "demo_client"
 DOCS_IMAGES = ROOT / "docs" / "images" / "demo-client"
 
-pytestmark = [pytest.mark.django_db(transaction=True),
+# Serialized rollback like the other e2e tests: a plain flush would drop the content types the next
+# e2e tests' rollback expects (UNIQUE constraint failures on SQLite).
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True),
               pytest.mark.spec("issue 14: the demo client app walks the guide")]
 
 
@@ -127,7 +131,7 @@ def test_demo_client_walks_the_guide(browser: Any, demo_client: DemoClient, live
     page.wait_for_url(f"{base}/")
     session = only_session(app)
     patient_id = session.tokens["patient"]
-    membership = services.ProjectMembership.objects.get(user__email=demo.PATIENT["email"])
+    membership = ProjectMembership.objects.get(user__email=demo.PATIENT["email"])
     assert session.tokens["profile"]["reference"] == membership.profile == f"Patient/{patient_id}"
     assert session.tokens["project"]["reference"] == f"Project/{membership.project_id}"
     assert page.locator("h1").inner_text() == "Welcome, Homer Simpson"
