@@ -478,6 +478,11 @@ def test_seed_demo_creates_everything():
     confidential = ClientApplication.objects.get(client_id="medplum-demo-confidential")
     assert public.client_type == ClientApplication.CLIENT_PUBLIC and public.client_secret == ""
     assert public.redirect_uri_list == confidential.redirect_uri_list == ["http://127.0.0.1:8888/callback"]
+    # The demo client app (examples/demo_client) signs out and is launched there too.
+    assert public.post_logout_redirect_uris == "http://127.0.0.1:8888/signed-out"
+    assert public.launch_uri == "http://127.0.0.1:8888/launch"
+    assert data["public_client"]["launch_uri"] == public.launch_uri
+    assert confidential.launch_uri == "" and confidential.post_logout_redirect_uris == ""
     secret = data["confidential_client"]["client_secret"]
     assert confidential.client_secret.startswith("hmac-sha256$") and confidential.verify_secret(secret)
 
@@ -493,6 +498,19 @@ def test_seed_demo_creates_everything():
     # fhir_api adds the demo patient's clinical data through medplum_auth.signals.demo_seeded.
     assert data["demo_data"]["fhir"]["created"] == 5
     assert SigningKey.objects.filter(kid=data["signing_key"], status=SigningKey.Status.ACTIVE).exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_gives_an_older_public_client_the_demo_client_uris():
+    run_json("medplum_seed_demo")
+    public = ClientApplication.objects.get(client_id="medplum-demo-public")
+    ClientApplication.objects.filter(pk=public.pk).update(launch_uri="", post_logout_redirect_uris="")
+    data = run_json("medplum_seed_demo")
+    public.refresh_from_db()
+    assert data["created"] == ["medplum-demo-public demo client URIs"]
+    assert (public.launch_uri, public.post_logout_redirect_uris) == (
+        "http://127.0.0.1:8888/launch", "http://127.0.0.1:8888/signed-out")
+    assert run_json("medplum_seed_demo")["created"] == []
 
 
 @pytest.mark.django_db

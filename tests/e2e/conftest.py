@@ -90,6 +90,7 @@ def _free_socket() -> socket.socket:
 class LiveServer:
     url: str
     log: Path
+    proc: subprocess.Popen[bytes] | None = None
 
     def requests_seen(self, method: str, path: str) -> int:
         """How many ``method path`` requests the server has logged (gunicorn's access log) so far."""
@@ -117,11 +118,13 @@ def test_database() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def gunicorn(log: Path, issuer: str | None = None, workers: int = 2) -> Iterator[LiveServer]:
+def gunicorn(log: Path, issuer: str | None = None, workers: int = 2,
+             env: dict[str, str] | None = None) -> Iterator[LiveServer]:
     """Run ``config.wsgi`` under gunicorn on a free port and the test database until the block ends.
 
     ``issuer`` defaults to the server's own URL; give another instance's URL to run a second
-    instance of the same deployment (as behind a load balancer).
+    instance of the same deployment (as behind a load balancer). ``env`` adds environment
+    variables (``MEDPLUM_E2E_REDIS_URL``: a shared Redis cache, see ``server_settings``).
     """
     from django.conf import settings
 
@@ -139,6 +142,7 @@ def gunicorn(log: Path, issuer: str | None = None, workers: int = 2) -> Iterator
         "DEBUG": "0",
         "MEDPLUM_LOG_LEVEL": "WARNING",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        **(env or {}),
     }
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
@@ -148,7 +152,7 @@ def gunicorn(log: Path, issuer: str | None = None, workers: int = 2) -> Iterator
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, pass_fds=(sock.fileno(),),
         )
     sock.close()
-    server = LiveServer(url=url, log=log)
+    server = LiveServer(url=url, log=log, proc=proc)
     try:
         deadline = time.monotonic() + 30
         while True:

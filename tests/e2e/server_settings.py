@@ -3,7 +3,8 @@
 ``MEDPLUM_E2E_DATABASE`` is the JSON of the session's ``connection.settings_dict`` (the test
 database pytest-django created), so the server and the tests see the same rows. The issuer comes
 from ``MEDPLUM_ISSUER`` as in production. Static files are served from the apps (no collectstatic),
-so the screenshots show the real styling.
+so the screenshots show the real styling. ``MEDPLUM_E2E_REDIS_URL`` gives the instances a shared
+Redis cache (throttle counters), as ``REDIS_URL`` does for the example site.
 """
 
 import json
@@ -14,3 +15,6 @@ from tests.settings import *  # noqa: F403
 DATABASES = {"default": json.loads(os.environ["MEDPLUM_E2E_DATABASE"])}
 WHITENOISE_USE_FINDERS = True
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+if os.environ.get("MEDPLUM_E2E_REDIS_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": os.environ["MEDPLUM_E2E_REDIS_URL"]}}

@@ -1,7 +1,8 @@
 """``manage.py medplum_seed_demo``: a ready-to-try demo project, for development only.
 
 Idempotent: whatever already exists is reused and left unchanged, so a second run creates
-nothing. The confidential client's secret is printed only by the run that creates it. Apps that
+nothing (except that a public client seeded before the demo client app existed gets its sign-out
+and launch URIs). The confidential client's secret is printed only by the run that creates it. Apps that
 keep data of their own add demo data through ``medplum_auth.signals.demo_seeded`` (``fhir_api``:
 the demo patient's Observations and Conditions); this app never imports them.
 """
@@ -23,7 +24,11 @@ PROJECT_NAME = "Demo Project"
 POLICY_NAME = "Patient compartment"
 PUBLIC_CLIENT_ID = "medplum-demo-public"
 CONFIDENTIAL_CLIENT_ID = "medplum-demo-confidential"
-REDIRECT_URI = "http://127.0.0.1:8888/callback"
+#: The demo client app (``examples/demo_client``, ``python3 dev.py demo``) is served here.
+DEMO_CLIENT_URL = "http://127.0.0.1:8888"
+REDIRECT_URI = f"{DEMO_CLIENT_URL}/callback"
+POST_LOGOUT_REDIRECT_URI = f"{DEMO_CLIENT_URL}/signed-out"
+LAUNCH_URI = f"{DEMO_CLIENT_URL}/launch"
 PRACTITIONER = {"email": "practitioner@example.com", "password": "Demo-Practitioner-2026!",
                 "first_name": "Alice", "last_name": "Smith"}
 PATIENT = {"email": "patient@example.com", "password": "Demo-Patient-2026!",
@@ -78,7 +83,13 @@ class Command(MedplumCommand):
         if default is None:
             default = services.set_default_access_policy(project, "Patient", policy)
             created.append("default_access_policy")
-        public, _ = self.seed_client(project, PUBLIC_CLIENT_ID, "Demo public client", True, created)
+        public, _ = self.seed_client(project, PUBLIC_CLIENT_ID, "Demo public client", True, created,
+                                     post_logout_redirect_uris=POST_LOGOUT_REDIRECT_URI, launch_uri=LAUNCH_URI)
+        if not (public.launch_uri and public.post_logout_redirect_uris):
+            services.update_client(public, launch_uri=public.launch_uri or LAUNCH_URI,
+                                   post_logout_redirect_uris=public.post_logout_redirect_uris
+                                   or POST_LOGOUT_REDIRECT_URI)
+            created.append(f"{PUBLIC_CLIENT_ID} demo client URIs")
         confidential, secret = self.seed_client(project, CONFIDENTIAL_CLIENT_ID, "Demo confidential client",
                                                 False, created)
         practitioner, practitioner_membership = self.seed_member(project, PRACTITIONER, "Practitioner", created,
@@ -105,7 +116,9 @@ class Command(MedplumCommand):
             "project": {"id": str(project.id), "name": project.name},
             "access_policy": {"id": str(policy.id), "name": policy.name, "rules": len(policy.resources),
                               "default_for_patient": default.access_policy_id == policy.id},
-            "public_client": {"client_id": public.client_id, "redirect_uris": public.redirect_uri_list},
+            "public_client": {"client_id": public.client_id, "redirect_uris": public.redirect_uri_list,
+                              "post_logout_redirect_uris": public.post_logout_redirect_uris.split(),
+                              "launch_uri": public.launch_uri},
             "confidential_client": confidential_out,
             "practitioner": practitioner,
             "patient": patient,
@@ -128,13 +141,13 @@ class Command(MedplumCommand):
         return admin
 
     def seed_client(self, project: Project, client_id: str, name: str, public: bool,
-                    created: list[str]) -> tuple[ClientApplication, str | None]:
+                    created: list[str], **fields: Any) -> tuple[ClientApplication, str | None]:
         client = ClientApplication.objects.filter(client_id=client_id).first()
         if client is not None:
             return client, None
         created.append(client_id)
         return services.create_client(project, name, redirect_uris=[REDIRECT_URI], public=public,
-                                      client_id=client_id)
+                                      client_id=client_id, **fields)
 
     def seed_member(self, project: Project, person: dict[str, str], profile_type: str, created: list[str],
                     *, admin: bool = False, access_policy: AccessPolicy | None = None,
