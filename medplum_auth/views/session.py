@@ -11,12 +11,12 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from .. import bearer, clientauth, throttle, tokens
-from ..authorization import add_params, error_page
-from ..oauth2_validators import token_digest
+from ..authorization import error_page
+from ..digests import token_digest
 from ..launch import context_fields as launch_context_fields
 from ..models import ClientApplication, Login
 from ..services import revoke_login
-
+from ..validators import add_params
 from .decorators import auth_page
 from .oauth import oauth_error, too_many_failures
 from .userinfo import bearer_context
