@@ -90,7 +90,7 @@ RATE_TARGETS = {"auth_login": 25.0}
 RSS_TARGET_MB = 100.0
 P99_TARGET_MS = 25.0
 # medplum_auth.wsgi answers the discovery document from memory once produced, but never a request
-# with a query string: this one measures the document produced by Django (API stack) every time.
+# with a query string: this one measures the document produced by Django (the site's middleware) every time.
 DISCOVERY_THROUGH_DJANGO = "/.well-known/openid-configuration?bench=uncached"
 LABELS = {
     "bare": "bare Django view (baseline)",
