@@ -112,6 +112,18 @@ else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "no-reply@localhost")
 
+# Argon2id at OWASP's parameters first (new and changed passwords, and every older hash on its
+# next successful sign-in); Django's other defaults after it, so hashes they made still verify.
+# (Django's own Argon2PasswordHasher is left out: it shares the name "argon2", and ours reads any
+# argon2 hash's parameters from the hash.)
+PASSWORD_HASHERS = [
+    "medplum_auth.hashers.Argon2idPasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.BCryptSHA256PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -27,6 +27,7 @@ from .conf import auth_settings
 from .models import ClientApplication, Consent, ProjectMembership
 from .queries import one_or_none
 from .server import get_server
+from .validators import add_params
 
 SESSION_KEY = "medplum_authz"
 AUTH_TIME_KEY = "medplum_auth_time"
@@ -35,14 +36,6 @@ AMR_KEY = "medplum_auth_amr"
 PENDING_SECONDS = 1800
 MAX_PENDING = 10
 PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account"})
-
-
-def add_params(uri: str, params: dict[str, str]) -> str:
-    """Append query parameters to a (registered) redirect URI, keeping its own query."""
-    parts = urlsplit(uri)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
-    query += [(k, v) for k, v in params.items() if v is not None]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
 def authorize_uri(params: dict[str, str]) -> str:
@@ -54,9 +47,20 @@ def error_page(request: HttpRequest, title: str, description: str, status: int =
     return render(request, "medplum_auth/error.html", {"title": title, "description": description}, status=status)
 
 
-def error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> HttpResponse:
-    from .views.oauth import DEFAULT_DESCRIPTIONS
+#: ``error_description`` for errors oauthlib leaves without one (RFC 6749 §4.1.2.1, §5.2).
+DEFAULT_DESCRIPTIONS = {
+    "invalid_client": "Client authentication failed.",
+    "invalid_grant": "The grant is invalid, expired, revoked or was issued to another client.",
+    "invalid_request": "The request is missing a parameter or is malformed.",
+    "invalid_scope": "The requested scope is invalid or exceeds the scope granted.",
+    "unauthorized_client": "This client may not use this grant type.",
+    "unsupported_grant_type": "Unsupported grant_type.",
+    "unsupported_response_type": "Unsupported response_type: only code is supported.",
+    "access_denied": "The request was denied.",
+}
 
+
+def error_redirect(redirect_uri: str, error: str, description: str, state: str | None) -> HttpResponse:
     description = description or DEFAULT_DESCRIPTIONS.get(error, error)
     params = {"error": error, "error_description": description, "state": state or None,
               "iss": auth_settings.ISSUER}

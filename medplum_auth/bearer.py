@@ -7,16 +7,13 @@ reuse all set ``Login.revoked_at``, and every token of that login stops working 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-from django.contrib.auth import get_user_model
-from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from . import tokens
+from . import lookups, tokens
+from .lookups import BearerLogin
 from .models import ClientApplication, Login
-from .queries import CompiledLookup
 
 
 class BearerError(Exception):
@@ -30,8 +27,11 @@ class BearerError(Exception):
 
 @dataclass(frozen=True)
 class AccessContext:
+    """A verified access token: its claims and its login as read on this request (frozen values;
+    ``login.load()`` gives the model)."""
+
     claims: dict[str, Any]
-    login: Login
+    login: BearerLogin
 
     @property
     def scopes(self) -> list[str]:
@@ -57,41 +57,11 @@ def authenticate(token: str) -> AccessContext:
         claims = tokens.verify_access_token(token)
     except tokens.InvalidToken as exc:
         raise BearerError("invalid_token", "The access token is invalid or expired.") from exc
-    login = _bearer_lookup.get(claims["login_id"])
+    login = lookups.bearer_login(claims["login_id"])
     return AccessContext(claims=claims, login=check_login(login))
 
 
-@cache
-def _bearer_fields() -> tuple[str, ...]:
-    user_model = get_user_model()
-    user_fields = {"is_active", "is_superuser", "email", "first_name", "last_name", user_model.USERNAME_FIELD}
-    present = {field.name for field in user_model._meta.concrete_fields}
-    return (
-        "id", "user", "client", "project", "membership", "launch", "scope", "auth_method", "auth_time",
-        "revoked_at", "refresh_expires_at", "launch_patient", "launch_encounter", "resource_scopes_withheld",
-        *(f"user__{name}" for name in sorted(user_fields & present)),
-        "project__active", "project__name",
-        "client__client_id", "client__name", "client__status", "client__project", "client__access_policy",
-        "client__access_policy__resources", "client__access_policy__project",
-        "membership__active", "membership__admin", "membership__profile_type", "membership__profile_id",
-        "membership__profile_display", "membership__access_parameters", "membership__access_policy",
-        "membership__project", "membership__user",
-        "membership__access_policy__resources", "membership__access_policy__project",
-    )
-
-
-def bearer_logins() -> QuerySet[Login]:
-    """Logins with what a Bearer request reads in the same query: the revocation and enabled
-    checks, the user's claims, the profile and both access policies.
-
-    Only those columns: compiling the full seven-table select (well over a hundred columns) cost
-    more CPU than everything else in a FHIR read. Other fields still load, lazily, if read.
-    """
-    return Login.objects.select_related(
-        "user", "membership__access_policy", "project", "client__access_policy").only(*_bearer_fields())
-
-
-def check_login(login: Login | None) -> Login:
+def check_login(login: Login | BearerLogin | None) -> Any:
     """``login`` if its tokens are usable now (not revoked, client and project enabled, profile
     and user active), else :class:`BearerError`. Shared by the API and introspection."""
     if login is None or login.revoked_at is not None:
@@ -104,5 +74,3 @@ def check_login(login: Login | None) -> Login:
         raise BearerError("invalid_token", "The user is not active.")
     return login
 
-
-_bearer_lookup = CompiledLookup(Login, bearer_logins)

@@ -102,12 +102,6 @@ DEFAULTS: dict[str, Any] = {
     "PASSWORD_RESET_WINDOW": 3600,
     # Allow ``http://localhost`` and ``http://127.0.0.1`` redirect URIs (RFC 8252 §7.3).
     "ALLOW_LOOPBACK_HTTP_REDIRECTS": True,
-    # Paths that ``medplum_auth.wsgi`` serves through the API middleware stack (no sessions, CSRF
-    # or messages); an entry ending in "/" is a prefix, others match exactly.
-    "API_PATHS": ("/oauth2/token", "/oauth2/userinfo", "/oauth2/introspect", "/oauth2/revoke", "/auth/me",
-                  "/.well-known/", "/fhir/"),
-    # Middleware of that stack; ``None`` = the site's MIDDLEWARE without the browser-session ones.
-    "API_MIDDLEWARE": None,
     # Request header set by your reverse proxy with the client's address (e.g. "X-Forwarded-For");
     # ``None`` uses REMOTE_ADDR. Only the right-most address (the one your proxy added) is used, for
     # the audit trail, ``Login.remote_addr`` and the per-address throttles alike.

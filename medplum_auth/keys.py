@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import threading
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -100,3 +103,52 @@ def jwks() -> dict[str, list[dict[str, Any]]]:
 
     rows = SigningKey.objects.exclude(status=SigningKey.Status.RETIRED).order_by("-created")
     return {"keys": [row.public_jwk for row in rows]}
+
+
+#: Seconds a process serves its JWK Set from memory before checking :func:`key_version` again.
+JWKS_CHECK_SECONDS = 30
+
+_jwks_lock = threading.Lock()
+_jwks_memory: tuple[float, tuple[Any, ...], bytes] | None = None
+
+
+def key_version() -> tuple[Any, ...]:
+    """A value that changes whenever the published key set can have changed: a rotation adds a
+    row (newest ``created``), a retirement sets ``retired_at``, a deletion lowers the count.
+    One aggregate over the (tiny) key table, no key material read."""
+    from django.db.models import Count, Max
+
+    from .models import SigningKey
+
+    found = SigningKey.objects.aggregate(n=Count("pk"), created=Max("created"), retired=Max("retired_at"))
+    return found["n"], found["created"], found["retired"]
+
+
+def jwks_document() -> bytes:
+    """The JWK Set as JSON bytes, from memory.
+
+    Every instance serves its own copy and, at most every :data:`JWKS_CHECK_SECONDS`, compares
+    :func:`key_version` with the copy's (one cheap query); it rebuilds when they differ, so a rotation
+    or retirement made anywhere (CLI, admin, another instance) is served everywhere within that time.
+    A change made in this process (``SigningKey`` saved or deleted) is served at once
+    (:func:`forget_jwks`, connected to those signals through ``tokens.clear_cache``).
+    """
+    global _jwks_memory
+    now = time.monotonic()
+    memory = _jwks_memory
+    if memory is not None and now - memory[0] < JWKS_CHECK_SECONDS:
+        return memory[2]
+    version = key_version()
+    if memory is not None and memory[1] == version:
+        body = memory[2]
+    else:
+        body = json.dumps(jwks(), separators=(",", ":")).encode()
+    with _jwks_lock:
+        _jwks_memory = (now, version, body)
+    return body
+
+
+def forget_jwks() -> None:
+    global _jwks_memory
+    with _jwks_lock:
+        _jwks_memory = None

@@ -22,6 +22,7 @@ from django.utils.module_loading import import_string
 from .conf import auth_settings
 from .models import ClientApplication, LaunchContext, Login, ProfileType
 from .queries import one_or_none
+from .validators import add_params
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
 
@@ -50,8 +51,6 @@ def reference_id(reference: str) -> str:
 
 def launch_url(launch: LaunchContext) -> str:
     """``launch_uri?iss=<FHIR base>&launch=<id>``, keeping any query the launch URI has."""
-    from .authorization import add_params
-
     return add_params(launch.client.launch_uri, {"iss": auth_settings.fhir_base_url, "launch": str(launch.pk)})
 
 

@@ -11,12 +11,11 @@ from django.utils import timezone
 
 from . import audit
 from .conf import auth_settings
+from .digests import token_digest
 from .models import ClientApplication, Login, ProjectMembership
 
 
 def code_digest(code: str) -> str:
-    from .oauth2_validators import token_digest
-
     return token_digest(code)
 
 

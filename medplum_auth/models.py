@@ -165,9 +165,14 @@ class ProjectMembership(models.Model):
 
     def policy_parameters(self) -> dict[str, str]:
         """Values for ``%name`` in the policy: the membership's own, then ``profile``/``patient``."""
-        params = {str(k): str(v) for k, v in (self.access_parameters or {}).items()}
-        params["profile"] = self.profile
-        params.setdefault("patient", self.profile)
+        return self.parameters_for(self.access_parameters, self.profile)
+
+    @staticmethod
+    def parameters_for(access_parameters: Any, profile: str) -> dict[str, str]:
+        """:meth:`policy_parameters` of given values (shared with ``lookups.MembershipRow``)."""
+        params = {str(k): str(v) for k, v in (access_parameters or {}).items()}
+        params["profile"] = profile
+        params.setdefault("patient", profile)
         return params
 
     def clean(self) -> None:
@@ -273,7 +278,11 @@ class ClientApplication(AbstractApplication):
 
     @property
     def reference(self) -> str:
-        return f"ClientApplication/{self.client_id}"
+        return self.reference_for(self.client_id)
+
+    @staticmethod
+    def reference_for(client_id: str) -> str:
+        return f"ClientApplication/{client_id}"
 
     @property
     def is_active(self) -> bool:

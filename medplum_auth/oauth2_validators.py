@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import logging
 import secrets
 import time
@@ -26,6 +25,7 @@ from oauthlib.oauth2.rfc6749 import errors
 from . import assertions, audit, logins, lookups, tokens
 from . import scopes as scope_utils
 from .conf import auth_settings
+from .digests import token_digest  # noqa: F401 - also imported from here (bench, tests)
 from .launch import context_fields as launch_context_fields
 from .models import ClientApplication, Login
 from .services import revoke_login
@@ -34,11 +34,6 @@ log = logging.getLogger("medplum_auth.audit")
 
 GRANT_TYPES_ALL = frozenset({"authorization_code", "refresh_token"})
 GRANT_TYPES_CONFIDENTIAL = GRANT_TYPES_ALL | {"client_credentials"}
-
-
-def token_digest(value: str) -> str:
-    """Codes and refresh tokens are ≥ 170 random bits, so an unkeyed SHA-256 is a safe lookup key."""
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
 def generate_refresh_token(request: Any) -> str:

@@ -67,6 +67,7 @@ def clear_cache(**kwargs: Any) -> None:
         _algorithms = None
         _public.clear()
         _verified.clear()
+    keys.forget_jwks()
 
 
 def _active_signer() -> tuple[Any, Any]:

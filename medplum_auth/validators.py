@@ -6,7 +6,7 @@ The rules and their messages live here once, so the admin form, the Project Admi
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
@@ -110,3 +110,11 @@ def validate_access_token_lifetime(seconds: int | None) -> None:
               "expired while less than its refreshGracePeriod (300 s) is left, so it would request a new token "
               "before every call (with client credentials, in an endless loop)."),
             code="lifetime_below_sdk_grace", params={"grace": SDK_REFRESH_GRACE_PERIOD})
+
+
+def add_params(uri: str, params: dict[str, str | None]) -> str:
+    """Append query parameters to a (registered) redirect URI, keeping its own query."""
+    parts = urlsplit(uri)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query += [(k, v) for k, v in params.items() if v is not None]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))

@@ -1,21 +1,17 @@
-"""A WSGI application that serves the Bearer-token APIs through a shorter middleware stack.
+"""A WSGI application that answers the public discovery documents from memory.
 
-Sign-in pages, the authorization endpoint and the admin need sessions, CSRF, authentication
-and messages. Token, userinfo, introspection, revocation, discovery and FHIR requests carry
-their credentials in every request and use none of them, yet each of those middleware runs on
-every request: on this machine the full stack of the example site cost more CPU than the
-discovery view itself. This application sends the paths in ``API_PATHS`` to a second Django
-handler built from ``API_MIDDLEWARE`` (by default the site's ``MIDDLEWARE`` without the
-browser-session ones), and everything else to the ordinary handler. Both share the URLconf,
-the settings and the database connections; only the middleware differ.
-
-The discovery documents (``API_CACHED_DOCUMENTS``) are also answered from memory for
+The discovery documents (``API_CACHED_DOCUMENTS``) are answered from memory for
 ``DOCUMENT_CACHE_SECONDS`` after Django has produced them once for the same host, scheme and
 ``Origin``: they are public and say ``Cache-Control: public``, change only with settings and
-signing keys (whose own per-process cache has the same lifetime), and are fetched far more often
-than anything else. Only a 200 with ``Cache-Control: public`` and no cookie is kept.
+signing keys, and are fetched far more often than anything else. Only a 200 with
+``Cache-Control: public`` and no cookie is kept. Every other request goes to Django's own
+``WSGIHandler`` with the site's ``MIDDLEWARE`` (the API views need no session middleware: they
+authenticate every request and are ``csrf_exempt``; sessions, users and messages are lazy and cost
+them no query). An earlier version ran the API paths through a second middleware stack built by
+swapping ``settings.MIDDLEWARE`` while it loaded; that relied on how Django loads middleware, so it
+is gone (issue 11).
 
-Use it in the site's ``wsgi.py`` instead of Django's ``get_wsgi_application()``.
+Use it in the site's ``wsgi.py`` instead of Django's ``get_wsgi_application()`` (optional).
 """
 
 from __future__ import annotations
@@ -26,47 +22,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import django
-from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 
 from .conf import auth_settings
-
-#: Middleware that only browser sessions need; left out of the API stack by default.
-BROWSER_MIDDLEWARE = frozenset({
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-})
-
-
-def api_middleware() -> list[str]:
-    """``API_MIDDLEWARE``, or the site's ``MIDDLEWARE`` without :data:`BROWSER_MIDDLEWARE`."""
-    configured = auth_settings.API_MIDDLEWARE
-    if configured is not None:
-        return list(configured)
-    return [path for path in settings.MIDDLEWARE if path not in BROWSER_MIDDLEWARE]
-
-
-class MiddlewareHandler(WSGIHandler):
-    """Django's WSGI handler with its own middleware list instead of ``settings.MIDDLEWARE``."""
-
-    def __init__(self, middleware: list[str]):
-        self.middleware = middleware
-        super().__init__()
-
-    def load_middleware(self, is_async: bool = False) -> None:
-        # BaseHandler.load_middleware reads settings.MIDDLEWARE; give it this handler's list for
-        # the duration of the load (once, at start-up, before any request is served).
-        site_middleware = settings.MIDDLEWARE
-        settings.MIDDLEWARE = self.middleware
-        try:
-            super().load_middleware(is_async)
-        finally:
-            settings.MIDDLEWARE = site_middleware
-
 
 #: Seconds a discovery document is answered from memory (as long as the signing-key cache).
 DOCUMENT_CACHE_SECONDS = 30
@@ -74,29 +32,21 @@ DOCUMENT_CACHE_SECONDS = 30
 _Entry = tuple[float, str, list[tuple[str, str]], bytes]
 
 
-class APIPathsApplication:
-    """Route ``API_PATHS`` to the API handler and everything else to the site's handler."""
+class CachedDocumentsApplication:
+    """Django's handler, with ``cached_documents`` answered from memory once produced."""
 
-    def __init__(self, site: WSGIHandler, api: WSGIHandler, api_paths: Iterable[str],
-                 cached_documents: Iterable[str] = ()):
+    def __init__(self, site: WSGIHandler, cached_documents: Iterable[str] = ()):
         self.site = site
-        self.api = api
-        self.exact = frozenset(p for p in api_paths if not p.endswith("/"))
-        self.prefixes = tuple(p for p in api_paths if p.endswith("/"))
         self.cached_documents = frozenset(cached_documents)
         self._documents: dict[tuple[Any, ...], _Entry] = {}
         self._lock = threading.Lock()
-
-    def is_api(self, path: str) -> bool:
-        """Whether ``path`` is an API path: an entry ending in ``/`` is a prefix, others exact."""
-        return path in self.exact or path.startswith(self.prefixes)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO", "")
         if path in self.cached_documents and environ.get("REQUEST_METHOD") == "GET" \
                 and not environ.get("QUERY_STRING"):
             return self._document(path, environ, start_response)
-        return (self.api if self.is_api(path) else self.site)(environ, start_response)
+        return self.site(environ, start_response)
 
     def _document(self, path: str, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         key = (path, environ.get("HTTP_HOST"), environ.get("SERVER_NAME"), environ.get("SERVER_PORT"),
@@ -112,7 +62,7 @@ class APIPathsApplication:
             captured["status"], captured["headers"] = status, list(headers)
             return start_response(status, headers, exc_info)
 
-        result = self.api(environ, capture)
+        result = self.site(environ, capture)
         try:
             body = b"".join(result)
         finally:
@@ -129,8 +79,7 @@ class APIPathsApplication:
         return [body]
 
 
-def get_wsgi_application() -> APIPathsApplication:
-    """Like :func:`django.core.wsgi.get_wsgi_application`, with the API paths on their own stack."""
+def get_wsgi_application() -> CachedDocumentsApplication:
+    """:func:`django.core.wsgi.get_wsgi_application`, with the discovery documents from memory."""
     django.setup(set_prefix=False)
-    return APIPathsApplication(WSGIHandler(), MiddlewareHandler(api_middleware()), auth_settings.API_PATHS,
-                               auth_settings.API_CACHED_DOCUMENTS)
+    return CachedDocumentsApplication(WSGIHandler(), auth_settings.API_CACHED_DOCUMENTS)

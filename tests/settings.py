@@ -7,7 +7,8 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production-" + "x" 
 
 from config.settings import *  # noqa: E402,F403
 
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only; production uses PBKDF2
+# Speed only; the site uses Argon2id (tests/oauth/test_password_hashing.py tests the real hashers).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDPLUM_AUTH = {**MEDPLUM_AUTH, "RSA_KEY_SIZE": 2048}  # noqa: F405
 STATIC_ROOT = None  # whitenoise: no collected files in tests
 

@@ -75,7 +75,7 @@ def user_login(request: HttpRequest, forbidden: str = "Forbidden: a user's token
         return context
     if not context.login.user_id:
         return outcome(forbidden, status=403, code="forbidden")
-    return context.login
+    return context.login.load()
 
 
 def _membership_summary(m: ProjectMembership) -> dict[str, Any]:
@@ -217,7 +217,7 @@ class MeView(View):
         context = bearer_context(request)
         if isinstance(context, HttpResponse):
             return context
-        login = context.login
+        login = context.login.load()  # the model: the description fields and the profile's resource
         membership = login.membership
         project = login.project
         body: dict[str, Any] = {
@@ -297,7 +297,7 @@ class LaunchView(View):
             return outcome("Missing patient", expression="patient")
         try:
             launch = services.create_launch(client, patient, encounter=encounter or None,
-                                            project=context.login.project, created_by=context.login.user)
+                                            project=client.project, created_by=context.login.user_model)
         except ValidationError as exc:
             field, messages = next(iter(exc.message_dict.items()))
             return outcome(" ".join(messages), expression="clientId" if field == "client" else field)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
 from .. import keys, tokens
@@ -65,7 +65,20 @@ def openid_configuration(request: HttpRequest) -> JsonResponse:
     return _public_json(metadata())
 
 
+#: How long clients may keep the JWK Set. A rotation publishes the new key and signs with it at
+#: once, and keeps the old key published (inactive) until an operator retires it: retire no sooner
+#: than this plus ``keys.JWKS_CHECK_SECONDS`` after the rotation (and after the old key's last
+#: tokens expired), so no client still trusts a set that lacks the new key, or keeps trusting the
+#: retired one, past the overlap. Clients meeting an unknown ``kid`` refetch the set (RFC 7517 users
+#: such as ``jose`` and ``openid-client`` do).
+JWKS_MAX_AGE = 300
+
+
 @require_GET
-def jwks(request: HttpRequest) -> JsonResponse:
-    return _public_json(keys.jwks())
+def jwks(request: HttpRequest) -> HttpResponse:
+    """RFC 7517 §5, from memory (``keys.jwks_document``: rebuilt within 30 s of a change anywhere)."""
+    response = HttpResponse(keys.jwks_document(), content_type="application/json")
+    response["Access-Control-Allow-Origin"] = "*"
+    response["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE}"
+    return response
 

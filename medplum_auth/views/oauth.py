@@ -12,6 +12,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
 from .. import authorization, clientauth, par, registration, services, throttle
+from ..authorization import DEFAULT_DESCRIPTIONS
 from ..server import get_server
 from .decorators import auth_page
 
@@ -50,16 +51,6 @@ class ResumeView(View):
         return authorization.resume(request, request.GET.get("rid", ""))
 
 
-DEFAULT_DESCRIPTIONS = {
-    "invalid_client": "Client authentication failed.",
-    "invalid_grant": "The grant is invalid, expired, revoked or was issued to another client.",
-    "invalid_request": "The request is missing a parameter or is malformed.",
-    "invalid_scope": "The requested scope is invalid or exceeds the scope granted.",
-    "unauthorized_client": "This client may not use this grant type.",
-    "unsupported_grant_type": "Unsupported grant_type.",
-    "unsupported_response_type": "Unsupported response_type: only code is supported.",
-    "access_denied": "The request was denied.",
-}
 
 
 def _with_description(body: str, status: int) -> str:

@@ -11,11 +11,12 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from .. import bearer, clientauth, throttle, tokens
-from ..authorization import add_params, error_page
+from ..authorization import error_page
+from ..digests import token_digest
 from ..launch import context_fields as launch_context_fields
 from ..models import ClientApplication, Login
-from ..oauth2_validators import token_digest
 from ..services import revoke_login
+from ..validators import add_params
 from .decorators import auth_page
 from .oauth import oauth_error, too_many_failures
 from .userinfo import bearer_context
@@ -50,7 +51,7 @@ class LogoutView(View):
         context = bearer_context(request)
         if isinstance(context, HttpResponse):
             return context
-        revoke_login(context.login, reason="logout")
+        revoke_login(context.login.load(), reason="logout")
         if request.user.is_authenticated and request.user.pk == context.login.user_id:
             django_logout(request)
         return operation_outcome_ok()

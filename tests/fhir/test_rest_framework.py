@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import connection
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -64,11 +65,17 @@ def test_no_bearer_header_is_not_our_business(rf):
 
 
 def test_user_and_client_principals(app1, alice):
+    from django.test.utils import CaptureQueriesContext
     from rest_framework.request import Request
 
-    user, context = BearerAuthentication().authenticate(
-        Request(factory.get("/x", HTTP_AUTHORIZATION=f"Bearer {mint(client=app1, membership=alice)}")))
-    assert user == alice.user and context.login.membership == alice
+    token = mint(client=app1, membership=alice)
+    BearerAuthentication().authenticate(Request(factory.get("/x", HTTP_AUTHORIZATION=f"Bearer {token}")))  # keys
+    with CaptureQueriesContext(connection) as queries:
+        user, context = BearerAuthentication().authenticate(
+            Request(factory.get("/x", HTTP_AUTHORIZATION=f"Bearer {token}")))
+    assert len(queries) == 1  # the login, with everything the API reads; the user model only on use
+    assert context.login.membership.pk == alice.pk and context.login.membership.profile == alice.profile
+    assert user == alice.user and user.get_username() == alice.user.get_username()  # the Django user, loaded now
     principal, context = BearerAuthentication().authenticate(
         Request(factory.get("/x", HTTP_AUTHORIZATION=f"Bearer {mint(client=app1)}")))
     assert isinstance(principal, ClientPrincipal)

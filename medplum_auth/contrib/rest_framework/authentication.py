@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.utils.functional import SimpleLazyObject
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
@@ -51,7 +52,7 @@ class BearerAuthentication(BaseAuthentication):
     """Verify a Bearer access token: signature, ``typ: at+jwt``, expiry and the login's revocation.
 
     Returns ``None`` when the request carries no Bearer token (another scheme may apply);
-    ``request.user`` is the Django user (or a :class:`ClientPrincipal`), ``request.auth`` the
+    ``request.user`` is the Django user, loaded on first use (or a :class:`ClientPrincipal`), ``request.auth`` the
     :class:`~medplum_auth.bearer.AccessContext`. ID tokens and refresh tokens never pass.
     """
 
@@ -64,7 +65,9 @@ class BearerAuthentication(BaseAuthentication):
         except bearer.BearerError as exc:
             raise InvalidBearerToken(exc.error, exc.description) from exc
         login = context.login
-        user = login.user if login.user_id else ClientPrincipal(login.client)
+        # The Django user is loaded only if the API reads request.user (as Django's own
+        # AuthenticationMiddleware does): the FHIR API never does, so it costs no query there.
+        user = SimpleLazyObject(lambda: login.user_model) if login.user_id else ClientPrincipal(login.client)
         return user, context
 
     def authenticate_header(self, request: Request) -> str:
