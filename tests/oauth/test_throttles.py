@@ -56,23 +56,23 @@ def project_admin(world: dict[str, Any], email: str, password: str, ip: str) -> 
     return response.context["form"].non_field_errors()[0], signed_in(http)
 
 
-def html_sign_in(world: dict[str, Any], email: str, password: str, ip: str) -> tuple[str, str | None]:
-    http = Client(REMOTE_ADDR=ip)
-    rid = query(Flow(http, world["app"]).authorize()["Location"])["rid"]
-    response = http.post("/oauth2/signin", {"rid": rid, "email": email, "password": password})
+def _page(http: Client, response: Any) -> tuple[str, str | None]:
+    """A sign-in page's answer: redirected on, or the page again (400) with its error."""
     if response.status_code == 302:
         return "ok", signed_in(http)
     assert response.status_code == 400
     return response.context["error"], signed_in(http)
+
+
+def html_sign_in(world: dict[str, Any], email: str, password: str, ip: str) -> tuple[str, str | None]:
+    http = Client(REMOTE_ADDR=ip)
+    rid = query(Flow(http, world["app"]).authorize()["Location"])["rid"]
+    return _page(http, http.post("/oauth2/signin", {"rid": rid, "email": email, "password": password}))
 
 
 def account_sign_in(world: dict[str, Any], email: str, password: str, ip: str) -> tuple[str, str | None]:
     http = Client(REMOTE_ADDR=ip)
-    response = http.post("/oauth2/account/signin", {"email": email, "password": password})
-    if response.status_code == 302:
-        return "ok", signed_in(http)
-    assert response.status_code == 400
-    return response.context["error"], signed_in(http)
+    return _page(http, http.post("/oauth2/account/signin", {"email": email, "password": password}))
 
 
 def auth_login(world: dict[str, Any], email: str, password: str, ip: str) -> tuple[str, str | None]:
