@@ -39,8 +39,6 @@ EXEMPT = {
                               "the decision is taken on /oauth2/consent, which is protected",
     "medplum_auth:token": "RFC 6749 §3.2: client authentication, no cookies",
     "medplum_auth:userinfo": BEARER_API,
-    "medplum_auth:logout": "Medplum signOut() with a Bearer token, or OIDC RP-initiated logout (id_token_hint) "
-                           "from the app's site",
     "medplum_auth:introspect": "RFC 7662: client authentication, no cookies",
     "medplum_auth:revoke": "RFC 7009: client authentication, no cookies",
     "medplum_auth:auth-login": BEARER_API,
@@ -152,6 +150,8 @@ ACTIONS: dict[str, Any] = {
     "project_admin:session-revoke": lambda w: {},
     "project_admin:session-revoke-user": lambda w: {},
     "medplum_auth:account": lambda w: {"action": "revoke-app", "consent": w["consent"].pk},
+    # The view is exempt for Bearer and id_token_hint logouts, but its own confirmation form is not.
+    "medplum_auth:logout": lambda w: {"client_id": w["app"].client_id},
 }
 
 
