@@ -40,6 +40,9 @@ EXEMPT = {
     "medplum_auth:token": "RFC 6749 §3.2: client authentication, no cookies",
     "medplum_auth:userinfo": BEARER_API,
     "medplum_auth:introspect": "RFC 7662: client authentication, no cookies",
+    "medplum_auth:par": "RFC 9126 §2: client authentication, no cookies",
+    "medplum_auth:register": "RFC 7591 §3: an initial access token (Bearer) or open registration, no cookies",
+    "medplum_auth:register-client": "RFC 7592 §2: the registration access token (Bearer), no cookies",
     "medplum_auth:revoke": "RFC 7009: client authentication, no cookies",
     "medplum_auth:auth-login": BEARER_API,
     "medplum_auth:auth-profile": BEARER_API,
@@ -106,7 +109,7 @@ def path_for(name: str, world: dict[str, Any]) -> str:
     """The route with every converter filled from ``world`` (by parameter name and section)."""
     pattern, segments = ROUTES[name]
     values = {"project_id": world["project"].pk, "user_id": world["member"].user.pk, "token": "t" * 44,
-              "uidb64": "MQ", "pk": _pk(name, world)}
+              "once": "o" * 44, "uidb64": "MQ", "pk": _pk(name, world)}
     path = "".join(segments)
     for key, value in values.items():
         for converter in ("", "int:", "uuid:", "str:"):
@@ -149,6 +152,7 @@ ACTIONS: dict[str, Any] = {
     "project_admin:project-mfa": lambda w: {"mfa_required": "on"},
     "project_admin:session-revoke": lambda w: {},
     "project_admin:session-revoke-user": lambda w: {},
+    "project_admin:registration": lambda w: {"label": "Forged registration", "days": "30"},
     "medplum_auth:account": lambda w: {"action": "revoke-app", "consent": w["consent"].pk},
     # The view is exempt for Bearer and id_token_hint logouts, but its own confirmation form is not.
     "medplum_auth:logout": lambda w: {"client_id": w["app"].client_id},
