@@ -13,13 +13,14 @@ from medplum_auth.models import (
     ProjectMembership,
     SigningKey,
 )
-from medplum_auth.secrets import digest_client_secret, generate_client_secret
+from medplum_auth.secrets import generate_client_secret
 from tests.factories import (
     AccessPolicyFactory,
     ClientApplicationFactory,
     MembershipFactory,
     ProjectFactory,
     UserFactory,
+    client_secret_digest,
 )
 
 pytestmark = pytest.mark.django_db
@@ -328,7 +329,7 @@ def test_redirect_uri_list(project):
 def test_verify_secret_current_retiring_wrong_and_empty(client_app):
     current = client_app.plaintext_secret
     retiring = generate_client_secret()
-    ClientApplication.objects.filter(pk=client_app.pk).update(retiring_secret=digest_client_secret(retiring))
+    ClientApplication.objects.filter(pk=client_app.pk).update(retiring_secret=client_secret_digest(retiring))
     stored = ClientApplication.objects.get(pk=client_app.pk)
     assert stored.verify_secret(current) is True
     assert stored.verify_secret(retiring) is True
@@ -347,7 +348,7 @@ def test_verify_secret_without_retiring_secret(client_app):
 
 def test_stored_secret_is_a_digest(client_app):
     row = ClientApplication.objects.values("client_secret", "hash_client_secret").get(pk=client_app.pk)
-    assert row["client_secret"] == digest_client_secret(client_app.plaintext_secret)
+    assert row["client_secret"] == client_secret_digest(client_app.plaintext_secret)
     assert row["hash_client_secret"] is False
 
 

@@ -18,9 +18,8 @@ from medplum_auth.models import (
     ProjectMembership,
     SigningKey,
 )
-from medplum_auth.secrets import digest_client_secret
 from medplum_auth.signals import member_invited
-from tests.factories import DEFAULT_PASSWORD, AccessPolicyFactory, ProjectFactory, UserFactory
+from tests.factories import DEFAULT_PASSWORD, AccessPolicyFactory, ProjectFactory, UserFactory, client_secret_digest
 
 pytestmark = pytest.mark.django_db
 
@@ -89,7 +88,7 @@ def test_create_confidential_client_returns_secret_once(project):
     assert row.description == "Patient portal"
     assert row.project == project
     assert row.client_type == ClientApplication.CLIENT_CONFIDENTIAL
-    assert row.client_secret == digest_client_secret(secret)
+    assert row.client_secret == client_secret_digest(secret)
     assert row.retiring_secret == ""
     assert row.redirect_uris == "https://app.example.org/cb"
     assert row.verify_secret(secret)
@@ -179,8 +178,8 @@ def test_rotate_client_secret_keeps_the_old_one_retiring(project):
     second = services.rotate_client_secret(client)
     assert second != first
     row = ClientApplication.objects.get(pk=client.pk)
-    assert row.client_secret == digest_client_secret(second)
-    assert row.retiring_secret == digest_client_secret(first)
+    assert row.client_secret == client_secret_digest(second)
+    assert row.retiring_secret == client_secret_digest(first)
     assert row.secret_rotated_at is not None
     assert row.verify_secret(first) and row.verify_secret(second)
     # The caller's instance sees the rotation too.
@@ -573,6 +572,6 @@ def test_audit_log_never_contains_secrets(project, caplog):
     assert f"member invited membership={invitation.membership.id}" in text
     assert f"signing key rotated kid={key.kid} alg=ES256" in text
     # ... but never what was secret.
-    for value in (secret, rotated, digest_client_secret(secret), digest_client_secret(rotated), DEFAULT_PASSWORD,
+    for value in (secret, rotated, client_secret_digest(secret), client_secret_digest(rotated), DEFAULT_PASSWORD,
                   key.private_key):
         assert value not in text

@@ -12,7 +12,6 @@ from django.utils import timezone
 from medplum_auth import bearer, revocation, services, tokens
 from medplum_auth.forms import ClientApplicationForm, MembershipForm, ProjectForm
 from medplum_auth.models import ClientApplication, Consent, Login, Project, ProjectMembership
-from medplum_auth.secrets import digest_client_secret
 from medplum_auth.services import revoke_login
 from tests.factories import (
     AccessPolicyFactory,
@@ -20,6 +19,7 @@ from tests.factories import (
     MembershipFactory,
     ProjectFactory,
     UserFactory,
+    client_secret_digest,
 )
 
 pytestmark = pytest.mark.django_db
@@ -453,5 +453,5 @@ def test_update_audit_log_never_contains_secrets(project, audit):
     services.delete_client(client_app)
     text = audit_text(audit)
     assert "client updated" in text and "client deleted" in text
-    for value in (secret, digest_client_secret(secret), "c2VjcmV0"):
+    for value in (secret, client_secret_digest(secret), "c2VjcmV0"):
         assert value not in text

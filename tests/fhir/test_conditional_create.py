@@ -7,7 +7,6 @@ import threading
 import time
 
 import pytest
-from django.db import connection
 
 from fhir_api.models import Resource
 from tests.fhir.conftest import FHIR_JSON, Api, assert_outcome, mint, observation, seed
@@ -80,9 +79,7 @@ def test_without_search_permission_it_is_403(client, app1, alice):
     assert api.post("/Observation", observation(alice.profile)).status_code == 201  # a plain create is fine
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql",
-                    reason="the advisory lock is PostgreSQL's (SQLite serialises whole-database writes); "
-                           "run with DATABASE_URL=postgres://…")
+@pytest.mark.postgresql(reason="the advisory lock is PostgreSQL's (SQLite serialises whole-database writes)")
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_identical_requests_create_one_resource(monkeypatch, project1, app1):
     """The first request is slowed down between its search and its insert, inside the lock:

@@ -142,6 +142,72 @@ def test_every_parameter_finds_exactly_what_the_python_check_says(full_api, stor
     assert 1 in sizes, (param, "no value singles out one resource")
 
 
+# Hand-written answers, independent of index_values / condition_matches (which the test above
+# trusts): for every token, string, reference and date parameter, a value that only sample 0 has
+# (sample 1 for ``medication``: only it has a medicationReference), read off samples() by eye.
+_CLINICAL0 = {"identifier": "urn:ids|id-0", "subject": P1, "patient": P1, "encounter": "Encounter/e0"}
+_PERSON0 = {"identifier": "urn:mrn|M-0", "name": "mia", "family": "match", "given": "mia", "gender": "female",
+            "active": "true"}
+ORACLE: dict[str, dict[str, str]] = {
+    "Patient": {**_PERSON0, "birthdate": "1980-05-06", "organization": "Organization/o0",
+                "general-practitioner": "Practitioner/d0"},
+    "Practitioner": {**_PERSON0, "name": "mia match"},
+    "RelatedPerson": {**_PERSON0, "patient": "Patient/p1"},
+    "Organization": {"identifier": "urn:org|o-0", "name": "alpha", "active": "true", "type": "prov"},
+    "Encounter": {"identifier": "enc-0", "subject": P1, "patient": "p1", "status": "finished", "class": "AMB",
+                  "type": "checkup", "participant": "Practitioner/d0", "service-provider": "Organization/o0",
+                  "date": "2020-01-15"},
+    "Observation": {**_CLINICAL0, "status": "final", "code": "8867-4", "category": "vital-signs",
+                    "performer": "Practitioner/d0", "date": "2020-01-15"},
+    "Condition": {**_CLINICAL0, "code": "38341003", "category": "problem-list-item", "clinical-status": "active",
+                  "verification-status": "confirmed", "onset-date": "2020-01-15", "recorded-date": "2020-01",
+                  "asserter": "Practitioner/d0"},
+    "AllergyIntolerance": {"identifier": "al-0", "patient": P1, "encounter": "Encounter/e0", "code": "peanut",
+                           "category": "food", "clinical-status": "active", "verification-status": "confirmed",
+                           "date": "2020", "recorder": "Practitioner/d0", "asserter": "Patient/p1"},
+    "MedicationRequest": {**_CLINICAL0, "status": "active", "intent": "order", "category": "outpatient",
+                          "code": "1049502", "medication": "Medication/m1", "requester": "Practitioner/d0",
+                          "authoredon": "2020-01-15"},
+    "Immunization": {"identifier": "imm-0", "patient": P1, "encounter": "Encounter/e0", "status": "completed",
+                     "vaccine-code": "207", "performer": "Practitioner/d0", "date": "2020-01-15"},
+    "Procedure": {**_CLINICAL0, "status": "completed", "code": "80146002", "category": "surgical",
+                  "performer": "Practitioner/d0", "date": "2020-01-15"},
+    "DiagnosticReport": {**_CLINICAL0, "status": "final", "code": "58410-2", "category": "HM",
+                         "performer": "Organization/o0", "date": "2020-01-15"},
+    "DocumentReference": {**_CLINICAL0, "identifier": "doc-0", "status": "current", "type": "34133-9",
+                          "category": "clinical-note", "author": "Practitioner/d0", "date": "2020-01-15"},
+    "CarePlan": {**_CLINICAL0, "status": "active", "intent": "plan", "category": "assess-plan",
+                 "date": "2020-01-15"},
+}
+ORACLE_ONLY_SAMPLE_1 = {("MedicationRequest", "medication")}
+ORACLE_TYPES = {"token", "string", "reference", "date"}
+# Each date prefix against every date parameter (in the test above): sample 0 is in 2020 (Patient:
+# born 1980), sample 1 in 2021 (born 1990).
+DATE_PROBES = [("eq", {0}), ("ne", {1}), ("lt", set()), ("le", {0}), ("gt", {1}), ("ge", {0, 1})]
+
+
+def test_the_oracle_covers_every_parameter_of_these_types():
+    for resource_type, written in ORACLE.items():
+        params = {name for name, definition in SEARCH_PARAMETERS[resource_type].items()
+                  if getattr(definition, "type", definition) in ORACLE_TYPES}
+        assert set(written) == params, (resource_type, params ^ set(written))
+
+
+@pytest.mark.parametrize("resource_type", ORACLE)
+def test_every_parameter_finds_the_hand_written_answer(full_api, stored, resource_type):
+    ids = [i for i, _ in stored[resource_type]]
+    for param, value in ORACLE[resource_type].items():
+        expected = {ids[1]} if (resource_type, param) in ORACLE_ONLY_SAMPLE_1 else {ids[0]}
+        assert _ids(full_api.get(f"/{resource_type}", {param: value})) == expected, (param, value)
+    day = "1980-05-06" if resource_type == "Patient" else "2020-01-15"
+    for param, definition in SEARCH_PARAMETERS[resource_type].items():
+        if getattr(definition, "type", definition) != "date":
+            continue
+        for prefix, expected_samples in DATE_PROBES:
+            found = _ids(full_api.get(f"/{resource_type}", {param: prefix + day}))
+            assert found == {ids[n] for n in expected_samples}, (param, prefix)
+
+
 def test_token_forms(full_api, stored):
     final_id = stored["Observation"][0][0]
     assert _ids(full_api.get("/Observation", {"code": "8867-4"})) == {final_id}

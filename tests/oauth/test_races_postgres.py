@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
@@ -35,9 +35,7 @@ from medplum_auth.oauth2_validators import MedplumOAuth2Validator
 from tests.oauth.conftest import pkce_pair, post_form, userinfo_status
 
 pytestmark = [
-    pytest.mark.skipif(connection.vendor != "postgresql",
-                       reason="row-lock races need PostgreSQL (SQLite serialises whole-database writes); "
-                              "run with DATABASE_URL=postgres://…"),
+    pytest.mark.postgresql(reason="row-lock races (SQLite serialises whole-database writes)"),
     pytest.mark.django_db(transaction=True),
 ]
 

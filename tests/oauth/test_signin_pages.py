@@ -11,6 +11,7 @@ import re
 
 import pytest
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 
 from medplum_auth import authorization, signin
@@ -193,8 +194,9 @@ def test_sign_in_is_throttled_after_repeated_failures(flow, public_client):
     assert response.context["error"] == signin.THROTTLED
     assert "_auth_user_id" not in flow.client.session
     # Another account from the same address is not locked out by these failures.
-    UserFactory(email="sam@example.org")
+    sam = UserFactory(email="sam@example.org")
     assert sign_in_post(flow, pending, email="sam@example.org").status_code == 302
+    assert flow.client.session["_auth_user_id"] == str(sam.pk)
 
 
 @pytest.mark.spec("RFC 6749 §10.10 (credential guessing)")
@@ -213,6 +215,7 @@ def test_successful_sign_in_resets_the_failure_count(flow):
     for _ in range(2):
         sign_in_post(flow, pending, password="wrong")
     assert sign_in_post(flow, pending).status_code == 302
+    assert flow.client.session["_auth_user_id"] == str(get_user_model().objects.get(email="pat@example.org").pk)
     for _ in range(2):
         assert sign_in_post(flow, pending, password="wrong").context["error"] == INVALID
 

@@ -186,6 +186,7 @@ def test_sign_in_with_email_and_password(client, admin_user, project):
                                       "next": url("members", project)})
     assert good.status_code == 302
     assert good["Location"] == url("members", project)
+    assert client.session["_auth_user_id"] == str(admin_user.pk)
     assert client.get(url("members", project)).status_code == 200
     out = client.post(url("logout"))
     assert out.status_code == 302
