@@ -17,7 +17,6 @@ from django.utils.http import http_date
 from django.views.decorators.http import require_GET
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -34,6 +33,7 @@ from medplum_auth.contrib.rest_framework.exceptions import (
     exception_handler,
     operation_outcome,
 )
+from medplum_auth.contrib.rest_framework.parsers import BoundedJSONParser
 from medplum_auth.contrib.rest_framework.permissions import AccessPolicyPermission, get_policy
 
 from . import capability
@@ -56,11 +56,11 @@ class FhirJSONRenderer(JSONRenderer):
     charset = "utf-8"
 
 
-class FhirJSONParser(JSONParser):
+class FhirJSONParser(BoundedJSONParser):
     media_type = "application/fhir+json"
 
 
-class JSONPatchParser(JSONParser):
+class JSONPatchParser(BoundedJSONParser):
     """RFC 6902 patch documents, the body ``@medplum/core``'s ``patchResource`` sends."""
 
     media_type = "application/json-patch+json"
@@ -92,7 +92,7 @@ class FhirView(APIView):
     authentication_classes = [BearerAuthentication]
     permission_classes = [AccessPolicyPermission]
     renderer_classes = [FhirJSONRenderer, JSONRenderer]
-    parser_classes = [FhirJSONParser, JSONParser]
+    parser_classes = [FhirJSONParser, BoundedJSONParser]
     content_negotiation_class = FhirContentNegotiation
     throttle_classes: list[Any] = []
     interactions: dict[str, str] = {}
@@ -314,7 +314,7 @@ class InstanceView(FhirView):
     """``GET``/``PUT``/``DELETE /<Type>/<id>``."""
 
     interactions = {"GET": "read", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
-    parser_classes = [FhirJSONParser, JSONParser, JSONPatchParser]
+    parser_classes = [FhirJSONParser, BoundedJSONParser, JSONPatchParser]
 
     def get(self, request: Request, resource_type: str, resource_id: str) -> Response:
         repo = self.repository()

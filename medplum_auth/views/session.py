@@ -17,7 +17,7 @@ from ..models import ClientApplication, Login
 from ..oauth2_validators import token_digest
 from ..services import revoke_login
 from .decorators import auth_page
-from .oauth import oauth_error, too_many_failures
+from .oauth import OAuthMethodsMixin, oauth_error, too_many_failures
 from .userinfo import bearer_context
 
 
@@ -133,7 +133,7 @@ def _is_active(login: Login | None, claims: dict[str, object] | None) -> bool:
 
 
 @method_decorator(csrf_exempt, name="dispatch")
-class IntrospectView(View):
+class IntrospectView(OAuthMethodsMixin, View):
     """RFC 7662: the caller authenticates as a confidential client of the token's project."""
 
     http_method_names = ["post", "options"]
@@ -169,7 +169,7 @@ class IntrospectView(View):
 
 
 @method_decorator(csrf_exempt, name="dispatch")
-class RevokeView(View):
+class RevokeView(OAuthMethodsMixin, View):
     """RFC 7009: a client revokes its own tokens; the whole login (token family) goes with them."""
 
     http_method_names = ["post", "options"]

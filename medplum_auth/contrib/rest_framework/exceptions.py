@@ -29,6 +29,7 @@ DEFAULT_OUTCOMES: dict[int, tuple[str, str, str]] = {
     409: ("conflict", "conflict", "Conflict"),
     410: ("gone", "deleted", "Gone"),
     412: ("precondition-failed", "conflict", "Precondition failed"),
+    413: ("too-large", "too-costly", "Request body too large"),
     415: ("unsupported-media-type", "not-supported", "Unsupported media type"),
     429: ("too-many-requests", "throttled", "Too many requests"),
     503: ("unavailable", "transient", "Service unavailable"),
