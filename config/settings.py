@@ -190,7 +190,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A database outage is logged once (medplum_auth.database), not once per 503 by django.request.
+    "filters": {"quiet_outage": {"()": "medplum_auth.database.QuietOutage"}},
     "loggers": {
+        "django.request": {"filters": ["quiet_outage"]},
         "medplum_auth": {"handlers": ["console"], "level": os.environ.get("MEDPLUM_LOG_LEVEL", "INFO")},
         "oauth2_provider": {"handlers": ["console"], "level": "WARNING"},
     },
