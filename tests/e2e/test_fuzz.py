@@ -285,7 +285,8 @@ def test_deeply_nested_fhir_bodies_are_a_400_outcome(fuzz_server: LiveServer, cr
 @pytest.mark.spec("RFC 9110 §15.5.6")
 @pytest.mark.parametrize("path, allow", [("/oauth2/token", "POST, OPTIONS"), ("/oauth2/introspect", "POST, OPTIONS"),
                                          ("/oauth2/revoke", "POST, OPTIONS")])
-def test_get_of_a_post_only_oauth_endpoint_is_405_json(fuzz_server: LiveServer, path: str, allow: str) -> None:
+def test_get_of_a_post_only_oauth_endpoint_is_405_json(transactional_db: Any, fuzz_server: LiveServer, path: str,
+                                                       allow: str) -> None:
     """Issue 15 (7): it was a 405 with an empty body."""
     status, headers, data = post(fuzz_server, path, None, "text/plain")
     assert status == 405 and headers["allow"] == allow, (status, headers)
