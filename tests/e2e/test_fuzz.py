@@ -5,7 +5,8 @@ Django admin), so a new route is fuzzed without touching this file. Hypothesis d
 matches the route's pattern, a method, a query, headers (content types, no / valid / garbage
 credentials) and a body (forms with OAuth parameter names, JSON documents, deep nesting, bytes).
 Two runs: a fixed seed, and a random one that is printed (replay it with ``MEDPLUM_FUZZ_SEED``).
-Each is bounded by wall time (``MEDPLUM_FUZZ_SECONDS``, default 25 s each). The server is the e2e
+Each is bounded by wall time (``MEDPLUM_FUZZ_SECONDS``, default 15 s each, so 30 s per database
+run of CI). The server is the e2e
 gunicorn on the test database, with a project, clients, a Patient and tokens seeded.
 
 Below it, the HTTP regression tests of the defects issue 15 found.
@@ -32,7 +33,7 @@ from tests.e2e.conftest import LiveServer, gunicorn
 
 FIXED_SEED = 20261206
 RANDOM_SEED = int(os.environ.get("MEDPLUM_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
-BUDGET_SECONDS = float(os.environ.get("MEDPLUM_FUZZ_SECONDS", "25"))
+BUDGET_SECONDS = float(os.environ.get("MEDPLUM_FUZZ_SECONDS", "15"))
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 CONTENT_TYPES = [None, "application/x-www-form-urlencoded", "application/json", "application/fhir+json",
                  "application/json-patch+json", "text/plain", "multipart/form-data; boundary=xyz",
