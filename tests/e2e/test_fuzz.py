@@ -31,6 +31,10 @@ from hypothesis import strategies as st
 
 from tests.e2e.conftest import LiveServer, gunicorn
 
+# Serialized rollback, like the other e2e tests: without it the flush leaves the next e2e tests'
+# content types colliding on SQLite.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
 FIXED_SEED = 20261206
 RANDOM_SEED = int(os.environ.get("MEDPLUM_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
 BUDGET_SECONDS = float(os.environ.get("MEDPLUM_FUZZ_SECONDS", "15"))

@@ -23,8 +23,9 @@ import pytest
 
 from tests.e2e.conftest import ROOT, LiveServer, gunicorn, unavailable
 
-pytestmark = pytest.mark.skipif(os.environ.get("DATABASE_URL", "").startswith("postgres"),
-                                reason="the front does not depend on the database: the SQLite run has it")
+pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True),
+              pytest.mark.skipif(os.environ.get("DATABASE_URL", "").startswith("postgres"),
+                                 reason="the front does not depend on the database: the SQLite run has it")]
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 SLOW_CLIENTS = 6
