@@ -72,12 +72,17 @@ def site_routes() -> list[str]:
     return sorted(set(routes))
 
 
+JSON_KEYS = st.sampled_from(["resourceType", "id", "op", "path", "value", "email", "password", "clientId", "resource",
+                             "meta", "name", "subject", "token", "login"]) | st.text(max_size=8)
+
+
+def _nest(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(JSON_KEYS, inner, max_size=4)
+
+
 def json_values() -> st.SearchStrategy[Any]:
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["resourceType", "id", "op", "path", "value", "email", "password", "clientId", "resource",
-                         "meta", "name", "subject", "token", "login"]) | st.text(max_size=8), inner, max_size=4),
-        max_leaves=12)
+    return st.recursive(scalars, _nest, max_leaves=12)
 
 
 @st.composite
