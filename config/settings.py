@@ -9,6 +9,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from medplum_auth.database import with_sqlite_options
+from medplum_auth.defaults import OAUTH2_PROVIDER as OAUTH2_PROVIDER_DEFAULTS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -162,24 +163,7 @@ if env_bool("BEHIND_PROXY"):
 
 # django-oauth-toolkit: our ClientApplication replaces its Application model.
 OAUTH2_PROVIDER_APPLICATION_MODEL = "medplum_auth.ClientApplication"
-OAUTH2_PROVIDER = {
-    "PKCE_REQUIRED": True,
-    "AUTHORIZATION_CODE_EXPIRE_SECONDS": 60,
-    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
-    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
-    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
-    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
-    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
-    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
-    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
-    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
-    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
-    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
-    "REFRESH_TOKEN_REUSE_PROTECTION": True,
-    # DOT's own redirect checks are not used: medplum_auth.validators decides (https, plus
-    # loopback http per RFC 8252). Listing only https keeps DOT's deploy check (E003) quiet.
-    "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
-}
+OAUTH2_PROVIDER = dict(OAUTH2_PROVIDER_DEFAULTS)  # every RFC 9700 gate on (medplum_auth.defaults)
 
 MEDPLUM_AUTH = {
     "ISSUER": os.environ.get("MEDPLUM_ISSUER", "http://127.0.0.1:8000").rstrip("/"),
@@ -202,7 +186,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A database outage is logged once (medplum_auth.database), not once per 503 by django.request.
+    "filters": {"quiet_outage": {"()": "medplum_auth.database.QuietOutage"}},
     "loggers": {
+        "django.request": {"filters": ["quiet_outage"]},
         "medplum_auth": {"handlers": ["console"], "level": os.environ.get("MEDPLUM_LOG_LEVEL", "INFO")},
         "oauth2_provider": {"handlers": ["console"], "level": "WARNING"},
     },

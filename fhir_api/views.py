@@ -15,7 +15,6 @@ from django.utils.http import http_date
 from django.views.decorators.http import require_GET
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -28,6 +27,7 @@ from medplum_auth.contrib.rest_framework.exceptions import (
     ResourceNotFound,
     exception_handler,
 )
+from medplum_auth.contrib.rest_framework.parsers import BoundedJSONParser
 from medplum_auth.contrib.rest_framework.permissions import AccessPolicyPermission, get_policy
 
 from . import bundles, capability, operations
@@ -46,11 +46,11 @@ class FhirJSONRenderer(JSONRenderer):
     charset = "utf-8"
 
 
-class FhirJSONParser(JSONParser):
+class FhirJSONParser(BoundedJSONParser):
     media_type = "application/fhir+json"
 
 
-class JSONPatchParser(JSONParser):
+class JSONPatchParser(BoundedJSONParser):
     """RFC 6902 patch documents, the body ``@medplum/core``'s ``patchResource`` sends."""
 
     media_type = "application/json-patch+json"
@@ -82,7 +82,7 @@ class FhirView(APIView):
     authentication_classes = [BearerAuthentication]
     permission_classes = [AccessPolicyPermission]
     renderer_classes = [FhirJSONRenderer, JSONRenderer]
-    parser_classes = [FhirJSONParser, JSONParser]
+    parser_classes = [FhirJSONParser, BoundedJSONParser]
     content_negotiation_class = FhirContentNegotiation
     throttle_classes: list[Any] = []
     interactions: dict[str, str] = {}
@@ -161,7 +161,7 @@ class InstanceView(FhirView):
     """``GET``/``PUT``/``PATCH``/``DELETE /<Type>/<id>``."""
 
     interactions = {"GET": "read", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
-    parser_classes = [FhirJSONParser, JSONParser, JSONPatchParser]
+    parser_classes = [FhirJSONParser, BoundedJSONParser, JSONPatchParser]
 
     def get(self, request: Request, resource_type: str, resource_id: str) -> HttpResponse:
         return self.respond(rest.read(self.repository(), resource_type, resource_id, _headers(request)))

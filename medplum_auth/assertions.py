@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
+from . import jsonbody
 from .conf import auth_settings
 from .models import ClientApplication, UsedClientAssertion
 
@@ -39,7 +40,7 @@ def _unverified_claims(assertion: str) -> dict[str, Any]:
         padded = payload + "=" * (-len(payload) % 4)
         import base64
 
-        claims = json.loads(base64.urlsafe_b64decode(padded))
+        claims = jsonbody.loads(base64.urlsafe_b64decode(padded))
     except (IndexError, ValueError):
         raise AssertionError_("malformed assertion") from None
     if not isinstance(claims, dict):
@@ -82,7 +83,7 @@ def verify(assertion: str, client: ClientApplication) -> None:
     try:
         token.deserialize(assertion)
         header = token.jose_header
-    except (JWException, ValueError):
+    except (JWException, ValueError, RecursionError):  # jwcrypto parses the header with json.loads
         raise AssertionError_("malformed assertion") from None
     alg = header.get("alg") if isinstance(header, dict) else None
     if alg not in ALGORITHMS:

@@ -41,15 +41,21 @@ OAUTH_JSON_VIEWS = frozenset({"token", "introspect", "revoke", "userinfo", "open
 
 
 class DatabaseBusyMiddleware:
-    """A view that fails because the database stayed locked answers 503 with ``Retry-After``.
+    """A view that fails because the database is busy or unreachable answers 503 with ``Retry-After``.
 
-    SQLite gives up on a lock after its busy timeout (``medplum_auth.database.SQLITE_OPTIONS``);
-    PostgreSQL after ``lock_timeout``, or with a serialization failure or deadlock. The request's
-    transaction is rolled back, so nothing it wrote remains, and the client may simply retry:
-    the answer says so in each API's own shape instead of Django's 500 page. OAuth endpoints:
+    Busy: SQLite gives up on a lock after its busy timeout (``medplum_auth.database.SQLITE_OPTIONS``);
+    PostgreSQL after ``lock_timeout``, or with a serialization failure or deadlock. Unavailable:
+    PostgreSQL refuses or drops the connection, or is shutting down or starting up
+    (:func:`medplum_auth.database.is_unavailable`). Either way the request's transaction is rolled
+    back, so nothing it wrote remains, and the client may simply retry: the answer says so in
+    each API's own shape instead of Django's 500 page. OAuth endpoints:
     ``{"error": "temporarily_unavailable"}`` (RFC 6749 §4.1.2.1); ``/auth/*`` and FHIR: an
     OperationOutcome with issue code ``transient`` (the FHIR API's own DRF exception handler
     answers first); every other page: the HTML error page. Other exceptions pass through.
+
+    A lock timeout is logged per request; an outage once per process when it starts and once
+    when the database is reachable again (``database.outage``), and :class:`medplum_auth.database.QuietOutage` keeps
+    ``django.request`` from logging each of its 503s.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
@@ -59,15 +65,16 @@ class DatabaseBusyMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not database.is_busy(exception):
-            return None
-        log.warning("database busy, answered 503: %s %s: %s", request.method, request.path, exception)
-        response = busy_response(request)
-        response["Retry-After"] = str(database.RETRY_AFTER_SECONDS)
-        return response
+        if database.is_busy(exception):
+            log.warning("database busy, answered 503: %s %s: %s", request.method, request.path, exception)
+            return busy_response(request)
+        if database.is_unavailable(exception):
+            database.note_unavailable(request, exception)
+            return busy_response(request, database.UNAVAILABLE_TEXT)
+        return None
 
 
-def busy_response(request: HttpRequest) -> HttpResponse:
+def busy_response(request: HttpRequest, text: str = database.BUSY_TEXT) -> HttpResponse:
     """The 503 of :class:`DatabaseBusyMiddleware` in the shape of the view ``request`` went to."""
     from .authorization import error_page
     from .views.auth_api import outcome
@@ -76,9 +83,11 @@ def busy_response(request: HttpRequest) -> HttpResponse:
     match = request.resolver_match
     name = match.url_name if match else None
     namespace = match.namespace if match else ""
-    text = "The database is busy; retry in a few seconds."
     if namespace == "medplum_auth" and name in OAUTH_JSON_VIEWS:
-        return oauth_error("temporarily_unavailable", text, status=503)
-    if namespace == "fhir_api" or (namespace == "medplum_auth" and (name or "").startswith("auth-")):
-        return outcome(text, status=503, code="transient")
-    return error_page(request, "Temporarily unavailable", text, status=503)
+        response: HttpResponse = oauth_error("temporarily_unavailable", text, status=503)
+    elif namespace == "fhir_api" or (namespace == "medplum_auth" and (name or "").startswith("auth-")):
+        response = outcome(text, status=503, code="transient")
+    else:
+        response = error_page(request, "Temporarily unavailable", text, status=503)
+    response["Retry-After"] = str(database.RETRY_AFTER_SECONDS)
+    return response

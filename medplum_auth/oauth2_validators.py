@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import secrets
 import time
@@ -34,6 +35,14 @@ log = logging.getLogger("medplum_auth.audit")
 
 GRANT_TYPES_ALL = frozenset({"authorization_code", "refresh_token"})
 GRANT_TYPES_CONFIDENTIAL = GRANT_TYPES_ALL | {"client_credentials"}
+
+
+def pkce_s256_matches(challenge: str, verifier: Any) -> bool:
+    """RFC 7636 §4.6 for ``S256`` (the only method stored), compared in constant time."""
+    if not isinstance(verifier, str) or not verifier:
+        return False
+    digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii", "replace")).digest()).rstrip(b"=")
+    return secrets.compare_digest(digest, challenge.encode("ascii", "replace"))
 
 
 def generate_refresh_token(request: Any) -> str:
@@ -238,6 +247,13 @@ class MedplumOAuth2Validator(OAuth2Validator):
             # RFC 9700 §4.8.2 (PKCE downgrade): oauthlib would ignore the verifier.
             raise errors.InvalidGrantError(description="code_verifier sent but the authorization request had "
                                                        "no code_challenge", request=request)
+        if login.code_challenge and request.code_verifier is not None and not pkce_s256_matches(
+                login.code_challenge, request.code_verifier):
+            # RFC 7636 §4.6. A wrong verifier burns the code (its login is revoked), so a stolen
+            # code cannot be tried against guessed verifiers; the client restarts the flow. (A
+            # missing one is oauthlib's invalid_request and guesses nothing.)
+            revoke_login(login, reason="code_verifier_mismatch")
+            raise errors.InvalidGrantError(description="Invalid code_verifier", request=request)
         request.login = login
         request.user = login.user
         request.scopes = scope_utils.split(login.scope)

@@ -10,7 +10,6 @@ cloned authenticator) is refused. Only the public key is stored.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,7 +24,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from . import mfa
+from . import jsonbody, mfa
 from .conf import auth_settings
 from .models import WebAuthnCredential
 
@@ -60,7 +59,7 @@ def registration_options(user: Any) -> tuple[str, str]:
 def _parse(credential: Any) -> dict[str, Any]:
     if isinstance(credential, str):
         try:
-            credential = json.loads(credential)
+            credential = jsonbody.loads(credential)
         except ValueError:
             raise mfa.MfaError("The security key's answer is not valid.") from None
     if not isinstance(credential, dict) or not isinstance(credential.get("id"), str):

@@ -14,11 +14,12 @@ imports: it is pure, so the FHIR API and the Project Admin preview use the same 
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
+
+from . import jsonbody
 
 INTERACTIONS: tuple[str, ...] = ("create", "read", "vread", "update", "delete", "history", "search")
 READONLY_INTERACTIONS: tuple[str, ...] = ("read", "vread", "history", "search")
@@ -37,7 +38,7 @@ def _error(index: int, message: str, code: str) -> ValidationError:
 def parse_policy_json(text: str | bytes) -> list[dict[str, Any]]:
     """Parse policy JSON (a rule list, or an object with a ``resource`` list) and validate it."""
     try:
-        data = json.loads(text)
+        data = jsonbody.loads(text)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"Access policy is not valid JSON: {exc}", code="invalid_json") from None
     if isinstance(data, dict) and "resource" in data:

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from jwcrypto import jwk
 
-from . import keys
+from . import jsonbody, keys
 from .conf import auth_settings
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -196,7 +196,7 @@ def _signed_claims(token: str, typ: str) -> dict[str, Any]:
             return dict(claims)
     header_segment, payload_segment, signature_segment = token.split(".")
     try:
-        header = json.loads(_unb64(header_segment))
+        header = jsonbody.loads(_unb64(header_segment))  # unverified: bounded
         signature = _unb64(signature_segment)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidToken("malformed token") from exc

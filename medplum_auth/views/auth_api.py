@@ -3,14 +3,13 @@ login in custom UIs and for ``@medplum/core``. Errors are 400 FHIR OperationOutc
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import login as django_login
 from django.contrib.auth.password_validation import validate_password
-from django.core.exceptions import ValidationError
+from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
@@ -19,7 +18,7 @@ from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_post_parameters
 
-from .. import audit, authorization, logins, mfa, passwords, signin, throttle
+from .. import audit, authorization, jsonbody, logins, mfa, passwords, signin, throttle
 from ..access import login_inputs
 from ..lookups import client_by_client_id
 from ..models import Login, ProjectMembership
@@ -61,8 +60,8 @@ def _json_body(request: HttpRequest) -> dict[str, Any] | None:
     if request.content_type not in JSON_CONTENT_TYPES:
         return None
     try:
-        data = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+        data = jsonbody.loads(request.body or b"{}")
+    except (ValueError, RequestDataTooBig):  # too big: over DATA_UPLOAD_MAX_MEMORY_SIZE
         return None
     return data if isinstance(data, dict) else None
 

@@ -11,7 +11,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import authorization, clientauth, par, registration, services, throttle
+from .. import authorization, clientauth, jsonbody, par, registration, services, throttle
 from ..authorization import DEFAULT_DESCRIPTIONS
 from ..server import get_server
 from .decorators import auth_page
@@ -82,6 +82,20 @@ def oauth_error(error: str, description: str, status: int = 400) -> JsonResponse
     return response
 
 
+def method_not_allowed(allowed: list[str]) -> JsonResponse:
+    """405 with ``Allow`` and an RFC 6749 error object, not Django's empty body."""
+    response = oauth_error("invalid_request", f"Method not allowed: use {', '.join(allowed)}.", status=405)
+    response["Allow"] = ", ".join(allowed)
+    return response
+
+
+class OAuthMethodsMixin:
+    """An OAuth endpoint's 405 is :func:`method_not_allowed` (JSON and ``Allow``)."""
+
+    def http_method_not_allowed(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        return method_not_allowed(self._allowed_methods())  # type: ignore[attr-defined]
+
+
 def too_many_failures(seconds: int) -> JsonResponse:
     """429 (RFC 6585 §4) with ``Retry-After``; the body is an RFC 6749 error object.
 
@@ -100,10 +114,13 @@ COUNTED_ERRORS = frozenset({"invalid_client", "invalid_grant"})
 
 
 LOCKING_GRANTS = frozenset({"authorization_code", "refresh_token"})
+#: The grants the token endpoint serves (``medplum_auth.server``); any other ``grant_type`` is
+#: refused here, before oauthlib, which would hand an unknown one to its default grant.
+GRANT_TYPES = LOCKING_GRANTS | {"client_credentials"}
 
 
 @method_decorator(csrf_exempt, name="dispatch")
-class TokenView(View):
+class TokenView(OAuthMethodsMixin, View):
     """RFC 6749 §3.2, §5: form-encoded POST only; errors per §5.2; ``Cache-Control: no-store``."""
 
     http_method_names = ["post", "options"]
@@ -116,8 +133,12 @@ class TokenView(View):
             body = request.body.decode("utf-8")
         except UnicodeDecodeError:
             return oauth_error("invalid_request", "The request body is not valid UTF-8.")
-        if not request.POST.get("grant_type"):
+        grant_type = request.POST.get("grant_type")
+        if not grant_type:
             return oauth_error("invalid_request", "Missing grant_type.")
+        if grant_type not in GRANT_TYPES:
+            return oauth_error("unsupported_grant_type",
+                               f"Unsupported grant_type: use one of {', '.join(sorted(GRANT_TYPES))}.")
         counters = clientauth.failure_counters(request)
         wait = throttle.retry_after(counters)  # the one cache read of a successful request
         if wait is not None:
@@ -130,7 +151,7 @@ class TokenView(View):
         # client_credentials only inserts its login (and its audit event), which on PostgreSQL
         # needs no BEGIN and COMMIT round trips; on SQLite each of those inserts would take the
         # database's write lock on its own, and one timing out would leave the other behind.
-        locking = request.POST["grant_type"] in LOCKING_GRANTS or connection.vendor == "sqlite"
+        locking = grant_type in LOCKING_GRANTS or connection.vendor == "sqlite"
         with transaction.atomic() if locking else contextlib.nullcontext():
             out_headers, out_body, status = get_server().create_token_response(
                 request.build_absolute_uri(request.path), "POST", body, headers)
@@ -206,8 +227,8 @@ def _json_body(request: HttpRequest) -> object:
     if len(request.body) > registration.MAX_BODY:
         raise registration.RegistrationError("invalid_client_metadata", "The request body is too large.", 413)
     try:
-        return json.loads(request.body)
-    except (ValueError, RecursionError):
+        return jsonbody.loads(request.body)
+    except jsonbody.JSONError:
         raise registration.RegistrationError("invalid_client_metadata", "The body is not valid JSON.") from None
 
 

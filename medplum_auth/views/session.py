@@ -18,7 +18,7 @@ from ..models import ClientApplication, Login
 from ..services import revoke_login
 from ..validators import add_params
 from .decorators import auth_page
-from .oauth import oauth_error, too_many_failures
+from .oauth import OAuthMethodsMixin, oauth_error, too_many_failures
 from .userinfo import bearer_context
 
 
@@ -134,7 +134,7 @@ def _is_active(login: Login | None, claims: dict[str, object] | None) -> bool:
 
 
 @method_decorator(csrf_exempt, name="dispatch")
-class IntrospectView(View):
+class IntrospectView(OAuthMethodsMixin, View):
     """RFC 7662: the caller authenticates as a confidential client of the token's project."""
 
     http_method_names = ["post", "options"]
@@ -170,7 +170,7 @@ class IntrospectView(View):
 
 
 @method_decorator(csrf_exempt, name="dispatch")
-class RevokeView(View):
+class RevokeView(OAuthMethodsMixin, View):
     """RFC 7009: a client revokes its own tokens; the whole login (token family) goes with them."""
 
     http_method_names = ["post", "options"]

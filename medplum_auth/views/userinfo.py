@@ -9,6 +9,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .. import bearer
 from ..oauth2_validators import MedplumOAuth2Validator
+from .oauth import OAuthMethodsMixin
 
 
 def bearer_challenge(error: str, description: str, status: int = 401) -> HttpResponse:
@@ -34,7 +35,7 @@ def bearer_context(request: HttpRequest, allow_body: bool = False) -> bearer.Acc
 
 
 @method_decorator(csrf_exempt, name="dispatch")
-class UserInfoView(View):
+class UserInfoView(OAuthMethodsMixin, View):
     http_method_names = ["get", "post", "options"]
 
     def get(self, request: HttpRequest) -> HttpResponse:

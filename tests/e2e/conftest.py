@@ -117,22 +117,12 @@ def test_database() -> dict[str, Any]:
     return db
 
 
-@contextlib.contextmanager
-def gunicorn(log: Path, issuer: str | None = None, workers: int = 2,
-             env: dict[str, str] | None = None) -> Iterator[LiveServer]:
-    """Run ``config.wsgi`` under gunicorn on a free port and the test database until the block ends.
-
-    ``issuer`` defaults to the server's own URL; give another instance's URL to run a second
-    instance of the same deployment (as behind a load balancer). ``env`` adds environment
-    variables (``MEDPLUM_E2E_REDIS_URL``: a shared Redis cache, see ``server_settings``).
-    """
+def server_environment(db: dict[str, Any], issuer: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server process (or a ``manage.py`` run) of the e2e settings on ``db``;
+    ``env`` adds variables (``MEDPLUM_E2E_REDIS_URL``: a shared Redis cache, see ``server_settings``)."""
     from django.conf import settings
 
-    db = test_database()
-    sock = _free_socket()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    issuer = issuer or url
-    env = {
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.e2e.server_settings",
         "MEDPLUM_E2E_DATABASE": json.dumps(db, default=str),
@@ -144,11 +134,28 @@ def gunicorn(log: Path, issuer: str | None = None, workers: int = 2,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         **(env or {}),
     }
+
+
+@contextlib.contextmanager
+def gunicorn(log: Path, issuer: str | None = None, workers: int = 2, env: dict[str, str] | None = None,
+             database: dict[str, Any] | None = None, args: tuple[str, ...] = ()) -> Iterator[LiveServer]:
+    """Run ``config.wsgi`` under gunicorn on a free port and the test database until the block ends.
+
+    ``issuer`` defaults to the server's own URL; give another instance's URL to run a second
+    instance of the same deployment (as behind a load balancer). ``env`` adds environment variables
+    (see :func:`server_environment`); ``database`` replaces the test database's settings; ``args``
+    are more gunicorn options.
+    """
+    db = database or test_database()
+    sock = _free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    issuer = issuer or url
+    env = server_environment(db, issuer, env)
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "config.wsgi", "--workers", str(workers),
              "--bind", f"fd://{sock.fileno()}", "--access-logfile", "-", "--error-logfile", "-",
-             "--log-level", "warning", "--timeout", "60", "--graceful-timeout", "5"],
+             "--log-level", "warning", "--timeout", "60", "--graceful-timeout", "5", *args],
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, pass_fds=(sock.fileno(),),
         )
     sock.close()

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from medplum_auth.conf import auth_settings
 from medplum_auth.models import Login
+from medplum_auth.oauth2_validators import token_digest
 from tests.factories import ClientApplicationFactory, MembershipFactory, UserFactory
 from tests.oauth.conftest import (
     REDIRECT_URI,
@@ -71,6 +72,8 @@ def test_missing_grant_type(client, public_client):
     ("urn:ietf:params:oauth:grant-type:jwt-bearer", {"assertion": "a.b.c"}),
     ("urn:ietf:params:oauth:grant-type:device_code", {"device_code": "x"}),
     ("made_up", {}),
+    ("password", {"code": "x"}),  # issue 15 (1): oauthlib would route it to the code grant
+    ("refresh_token ", {"code": "x"}),
 ])
 def test_unsupported_grant_types(client, public_client, patient, grant_type, extra):
     """RFC 9700 §2.4: no resource owner password grant; no implicit or other grants either."""
@@ -212,10 +215,22 @@ def test_redirect_uri_is_required_without_pkce(client, patient, pkce_optional_cl
 @pytest.mark.spec("RFC 7636 §4.6")
 def test_wrong_code_verifier(flow):
     code = obtain_code(flow)
-    wrong = "w" * 64
-    assert_oauth_error(flow.token(code, code_verifier=wrong), "invalid_grant")
-    assert_oauth_error(flow.token(code, code_verifier=flow.challenge), "invalid_grant")  # plain-style
-    assert flow.token(code).status_code == 200
+    assert_oauth_error(flow.token(code, code_verifier=flow.challenge), "invalid_grant",  # plain-style
+                       description="Invalid code_verifier")
+    login = Login.objects.get(code_digest=token_digest(code))
+    assert login.revoked_at is not None and login.revoked_reason == "code_verifier_mismatch"
+
+
+@pytest.mark.spec("RFC 7636 §4.6")
+def test_wrong_code_verifier_burns_the_code(flow):
+    """Issue 15 (6): a stolen code cannot be retried against guessed verifiers."""
+    code = obtain_code(flow)
+    assert_oauth_error(flow.token(code, code_verifier="w" * 64), "invalid_grant")
+    response = flow.token(code)  # the right verifier, too late
+    assert_oauth_error(response, "invalid_grant")
+    assert "access_token" not in response.json()
+    login = Login.objects.get(code_digest=token_digest(code))
+    assert login.revoked_reason == "code_verifier_mismatch" and login.granted_at is None
 
 
 @pytest.mark.spec("RFC 7636 §4.5")

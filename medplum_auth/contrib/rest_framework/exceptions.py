@@ -29,6 +29,7 @@ DEFAULT_OUTCOMES: dict[int, tuple[str, str, str]] = {
     409: ("conflict", "conflict", "Conflict"),
     410: ("gone", "deleted", "Gone"),
     412: ("precondition-failed", "conflict", "Precondition failed"),
+    413: ("too-large", "too-costly", "Request body too large"),
     415: ("unsupported-media-type", "not-supported", "Unsupported media type"),
     429: ("too-many-requests", "throttled", "Too many requests"),
     503: ("unavailable", "transient", "Service unavailable"),
@@ -118,7 +119,7 @@ class DatabaseBusy(FhirError):
     status_code = 503
     issue_code = "transient"
     outcome_id = "unavailable"
-    default_detail = "The database is busy; retry in a few seconds."
+    default_detail = database.BUSY_TEXT
 
 
 class InvalidBearerToken(exceptions.AuthenticationFailed):
@@ -141,12 +142,15 @@ def _challenge(exc: exceptions.APIException) -> str | None:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF ``EXCEPTION_HANDLER``: any API error as an OperationOutcome with the right status.
 
-    A database that stayed locked (:func:`medplum_auth.database.is_busy`) is a 503 with
-    ``Retry-After``. Other unexpected exceptions are left to Django (``None``) so that they are
+    A database that stayed locked or cannot be reached (:func:`medplum_auth.database.is_retryable`)
+    is a 503 with ``Retry-After``. Other unexpected exceptions are left to Django (``None``) so that they are
     logged and reported as server errors rather than hidden.
     """
     if database.is_busy(exc):
         exc = DatabaseBusy()
+    elif database.is_unavailable(exc):
+        database.note_unavailable(context["request"], exc)
+        exc = DatabaseBusy(database.UNAVAILABLE_TEXT)
     if isinstance(exc, Http404):
         exc = ResourceNotFound()
     elif isinstance(exc, DjangoPermissionDenied):
