@@ -49,8 +49,8 @@ MAX_VALUE_LENGTH = 1024  # longer values are not indexed (never truncated: no fa
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
 REFERENCE_RE = re.compile(r"^([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?\Z")
 DATA_DIR = Path(__file__).resolve().parent / "data"
-# Served by their own modules, not the generic resource store.
-SPECIAL_TYPES = frozenset({"AuditEvent", "Binary"})
+# Served by its own module (read-only, from medplum_auth's security events), not the resource store.
+SPECIAL_TYPES = frozenset({"AuditEvent"})
 PARAM_TYPES = ("reference", "token", "string", "date", "uri", "number", "quantity", "composite")
 COMPOSITE_SEPARATOR = "$"
 
@@ -235,7 +235,8 @@ def _make_param(resource_type: str, name: str, spec: list[Any]) -> SearchParam |
 
 def _load() -> tuple[dict[str, dict[str, SearchParam]], dict[str, tuple[str, ...]]]:
     data = json.loads((DATA_DIR / "r4-search-parameters.json").read_text())
-    extra = json.loads((DATA_DIR / "server-search-parameters.json").read_text())["params"]
+    server = json.loads((DATA_DIR / "server-search-parameters.json").read_text())
+    extra = server["params"]
     params: dict[str, dict[str, SearchParam]] = {}
     for resource_type in data["types"]:
         if resource_type in SPECIAL_TYPES:
@@ -243,7 +244,8 @@ def _load() -> tuple[dict[str, dict[str, SearchParam]], dict[str, tuple[str, ...
         specs = {**data["params"].get(resource_type, {}), **extra.get(resource_type, {})}
         made = (_make_param(resource_type, name, spec) for name, spec in specs.items())
         params[resource_type] = {p.name: p for p in made if p is not None}
-    members = json.loads((DATA_DIR / "r4-patient-compartment.json").read_text())["resource"]
+    members = {**json.loads((DATA_DIR / "r4-patient-compartment.json").read_text())["resource"],
+               **server["compartment"]}
     return params, {t: tuple(names) for t, names in members.items() if t in params}
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from . import audit_views, launch, views
+from . import audit_views, binary, launch, views
 
 app_name = "fhir_api"
 
@@ -17,6 +17,8 @@ urlpatterns = [
     path("fhir/R4/metadata", views.MetadataView.as_view(), name="metadata"),
     path("fhir/R4/AuditEvent", audit_views.AuditEventTypeView.as_view(), name="audit-events"),
     re_path(rf"^fhir/R4/AuditEvent/{ID}$", audit_views.AuditEventInstanceView.as_view(), name="audit-event"),
+    path("fhir/R4/Binary", binary.BinaryTypeView.as_view(), name="binaries"),
+    re_path(rf"^fhir/R4/Binary/{ID}$", binary.BinaryInstanceView.as_view(), name="binary"),
     re_path(rf"^fhir/R4/{TYPE}$", views.TypeView.as_view(), name="type"),
     re_path(rf"^fhir/R4/{TYPE}/{ID}$", views.InstanceView.as_view(), name="instance"),
     re_path(rf"^fhir/R4/{TYPE}/{ID}/_history$", views.HistoryView.as_view(), name="history"),
