@@ -9,6 +9,7 @@ a criterion this server cannot evaluate matches nothing (never everything).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -163,7 +164,7 @@ def _number_match(key: str, text: str, units: Match) -> Match:
         number = Decimal(number_text)
     except InvalidOperation:
         number = Decimal("NaN")
-    if not number.is_finite() or not _NUMBER_RE.match(number_text):
+    if not number.is_finite() or not _NUMBER_RE.match(number_text) or not math.isfinite(float(number)):
         raise SearchError(f"Invalid number {text!r} for {key!r}", key)
     half = Decimal(5).scaleb(number.as_tuple().exponent - 1)
     low, high = float(number - half), float(number + half)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 SPECIAL_TYPES = frozenset({"AuditEvent"})
 PARAM_TYPES = ("reference", "token", "string", "date", "uri", "number", "quantity", "composite")
 COMPOSITE_SEPARATOR = "$"
+CONTACT_POINT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 
 
 @dataclass(frozen=True)
@@ -294,7 +296,9 @@ def _token_values(node: Any) -> Iterator[str]:
             for coding in node.get("coding") or []:
                 yield from _token_values(coding)
         code = node.get("code", node.get("value"))  # Coding / Identifier / ContactPoint
-        if isinstance(code, str):
+        if isinstance(code, str) and node.get("system") in CONTACT_POINT_SYSTEMS and "code" not in node:
+            yield code  # a ContactPoint's system is a kind (phone, email), not a code system
+        elif isinstance(code, str):
             yield code
             system = node.get("system")
             yield f"{system}|{code}" if isinstance(system, str) else f"|{code}"
@@ -332,7 +336,7 @@ def format_number(value: Any) -> str | None:
         number = Decimal(str(value))
     except InvalidOperation:
         return None
-    return str(number) if number.is_finite() else None
+    return str(number) if number.is_finite() and math.isfinite(float(number)) else None
 
 
 def _number_values(node: Any) -> Iterator[str]:

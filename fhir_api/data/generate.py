@@ -41,7 +41,7 @@ def split_expression(expression: str) -> list[str]:
 def for_type(expression: str, resource_type: str) -> str:
     """The alternatives of ``expression`` that start at ``resource_type``."""
     return " | ".join(p for p in split_expression(expression)
-                      if p.lstrip("(").startswith(resource_type + "."))
+                      if p.lstrip("(").startswith(resource_type + ".") or p == resource_type)
 
 
 def main(source: Path) -> None:
