@@ -10,6 +10,9 @@ class FhirApiConfig(AppConfig):
         from medplum_auth.launch import register_patient_search
         from medplum_auth.signals import demo_seeded, member_invited
 
+        from django.core import checks
+
+        from .checks import check_binary_settings
         from .demo import seed_demo_data
         from .profiles import create_profile_resource
 
@@ -18,3 +21,4 @@ class FhirApiConfig(AppConfig):
         # The standalone-launch patient picker searches this app's Patients (MEDPLUM_AUTH["PATIENT_SEARCH"]
         # overrides it).
         register_patient_search("fhir_api.launch.search_patients")
+        checks.register(check_binary_settings)

@@ -124,3 +124,24 @@ def test_binary_needs_a_token_and_a_grant(client, media, app1, alice):
 
 def test_missing_binary_is_404(full_api, media):
     assert_outcome(_download(full_api, "does-not-exist"), 404, "not-found")
+
+
+def test_system_checks_of_the_binary_settings(settings):
+    from fhir_api.checks import check_binary_settings
+
+    assert check_binary_settings() == []
+    settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "BINARY_STORAGE": "s3", "BINARY_MAX_BYTES": 0}
+    assert [m.id for m in check_binary_settings()] == ["medplum_auth.W028", "medplum_auth.W029"]
+    settings.STORAGES = {**settings.STORAGES, "s3": {"BACKEND": "django.core.files.storage.InMemoryStorage"}}
+    settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "BINARY_MAX_BYTES": 5}
+    assert check_binary_settings() == []
+
+
+def test_another_storage_backend_through_the_setting(full_api, settings):
+    """Any Django storage works (django-storages backends alike): here Django's in-memory one."""
+    settings.STORAGES = {**settings.STORAGES, "memory": {"BACKEND": "django.core.files.storage.InMemoryStorage"}}
+    settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "BINARY_STORAGE": "memory"}
+    binary_id = _raw(full_api, "/Binary", b"in memory", "text/plain").json()["id"]
+    assert b"".join(_download(full_api, binary_id).streaming_content) == b"in memory"
+    dirs, _files = storages["memory"].listdir("fhir-binary")
+    assert dirs  # the project's folder
