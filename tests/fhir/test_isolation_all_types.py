@@ -2,7 +2,9 @@
 
 The matrix is type × route × token kind:
 
-* **types**: the 14 supported types (``fhir_api.search_params.RESOURCE_TYPES``);
+* **types**: the 14 types served before the R4 data (``tests.fhir.conftest.LEGACY_PARAMS``), and at
+  the end of the module twelve of the types served from it (Communication, Task, Appointment …),
+  whose Patient compartment comes from the R4 CompartmentDefinition;
 * **routes**: read, vread, history, update, patch (JSON Patch), delete, create, search with no
   parameter and with each of the type's parameters (plus ``_id``, ``_lastUpdated``, ``_compartment``), and
   ``_include`` through each of the type's reference parameters, and ``_revinclude`` of every
@@ -66,7 +68,8 @@ from medplum_auth import tokens
 from medplum_auth.management.commands.medplum_seed_demo import PATIENT_COMPARTMENT
 from medplum_auth.models import Login
 from tests.factories import AccessPolicyFactory, ClientApplicationFactory, MembershipFactory, ProjectFactory
-from tests.fhir.conftest import Api, assert_outcome, legacy_parameters, mint
+from tests.fhir.conftest import Api, assert_outcome, legacy_parameters, mint, seed
+from tests.fhir.test_r4_types import NEW_TYPES, new_resource
 
 pytestmark = pytest.mark.django_db
 SEARCH_PARAMETERS = legacy_parameters()  # the 14 types' parameters (tests/fhir/conftest.py)
@@ -703,3 +706,31 @@ def test_a_one_type_policy_forbids_every_other_type(client, world, rtype):
                      api.delete(f"/{other}/{other}-a"), api.post(f"/{other}", build(other, "a"))):
         assert_outcome(response, 403, "forbidden")
     assert {other: _snapshot(other) for other in TYPES} == before
+
+
+# --- the types served from the R4 data: the Patient compartment decides ---------------------------
+
+@pytest.mark.parametrize("rtype", sorted(NEW_TYPES))
+def test_patient_scope_sees_only_its_own_compartment_of_new_types(client, app1, project1, alice, bob, rtype):
+    """``patient/*`` reaches the new types through the R4 Patient compartment: A's own resources,
+    never B's (404, not in searches, not writable); types outside the compartment not at all."""
+    mine = seed(project1, new_resource(rtype, alice.profile, "a"))["id"]
+    theirs = seed(project1, new_resource(rtype, bob.profile, "b"))["id"]
+    alice.access_policy = None  # the scope alone confines the token
+    alice.save()
+    api = Api(client, mint(client=app1, membership=alice, scope="openid patient/*.cruds"))
+    in_compartment = NEW_TYPES[rtype][1] is not None
+    found = {e["resource"]["id"] for e in api.get(f"/{rtype}").json().get("entry", [])}
+    assert found == ({mine} if in_compartment else set())
+    assert_outcome(api.get(f"/{rtype}/{theirs}"), 404, "not-found")
+    assert_outcome(api.delete(f"/{rtype}/{theirs}"), 404, "not-found")
+    replacement = {**new_resource(rtype, alice.profile, "b"), "id": theirs}
+    assert_outcome(api.put(f"/{rtype}/{theirs}", replacement), 404, "not-found")
+    assert not api.get(f"/{rtype}", {"_id": theirs}).json()["entry"]
+    if in_compartment:
+        assert api.get(f"/{rtype}/{mine}").status_code == 200
+        # A new resource must stay in the token's compartment.
+        assert_outcome(api.post(f"/{rtype}", new_resource(rtype, bob.profile, "c")), 403, "forbidden")
+        assert api.post(f"/{rtype}", new_resource(rtype, alice.profile, "d")).status_code == 201
+    else:
+        assert_outcome(api.get(f"/{rtype}/{mine}"), 404, "not-found")

