@@ -16,8 +16,8 @@ Run it on each tree back to back, alternating, on the same database server, and 
         .venv/bin/python bench/fhir_write_bench.py --tree /work/main --json
     DATABASE_URL=... .venv/bin/python bench/fhir_write_bench.py --tree . --json
 
-The data goes into Django's test database of ``DATABASE_URL`` (``test_<db>``, created, migrated
-and dropped by the script, as the test runner does).
+The data goes into a database beside ``DATABASE_URL``'s (``<db>_wbench``), created, migrated and
+dropped by the script as the test runner does its test database.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ def main() -> None:
     settings.ALLOWED_HOSTS = ["testserver"]
     if connection.vendor != "postgresql":
         sys.exit("set DATABASE_URL to a PostgreSQL database")
+    # Its own test database (not the test runner's ``test_<db>``), so a test run beside it is not disturbed.
+    settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = f"{settings.DATABASES['default']['NAME']}_wbench"
     old = setup_databases(verbosity=0, interactive=False, aliases={"default"})
     try:
         result = run(args)
