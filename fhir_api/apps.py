@@ -7,10 +7,10 @@ class FhirApiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core import checks
+
         from medplum_auth.launch import register_patient_search
         from medplum_auth.signals import demo_seeded, member_invited
-
-        from django.core import checks
 
         from .checks import check_binary_settings
         from .demo import seed_demo_data

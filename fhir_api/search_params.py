@@ -44,6 +44,8 @@ from typing import Any
 
 from medplum_auth.conf import auth_settings
 
+from .fhirpath import split_expression
+
 logger = logging.getLogger(__name__)
 
 MAX_VALUE_LENGTH = 1024  # longer values are not indexed (never truncated: no false matches)
@@ -85,21 +87,6 @@ _SIMPLE_RE = re.compile(
     r"(?:\.where\(resolve\(\) is (?P<resolve>[A-Z][A-Za-z]+)\)|\.(?:as|ofType)\((?P<t1>[A-Za-z]+)\)"
     r"| as (?P<t2>[A-Za-z]+))?$")
 _PATH_RE = re.compile(r"\b[A-Z][A-Za-z]+((?:\.[a-z][A-Za-z0-9]*\b(?!\())+)")
-
-
-def split_expression(expression: str) -> list[str]:
-    """The top-level ``|`` alternatives of a FHIRPath expression."""
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(expression):
-        if char in "([":
-            depth += 1
-        elif char in ")]":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            parts.append(expression[start:i].strip())
-            start = i + 1
-    parts.append(expression[start:].strip())
-    return [p for p in parts if p]
 
 
 @cache

@@ -18,24 +18,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))  # the repository, for fhir_api.fhirpath
+
+from fhir_api.fhirpath import split_expression  # noqa: E402
+
 # Resource-level parameters the server answers from columns (_id, _lastUpdated) or does not support
 # (full-text, named queries, lists, _has, _type): the rest (_tag, _profile, _security, _source) apply to every type.
 SKIPPED_BASE_CODES = {"_id", "_lastUpdated", "_text", "_content", "_query", "_list", "_has", "_type"}
-
-
-def split_expression(expression: str) -> list[str]:
-    """The top-level ``|`` alternatives of a FHIRPath expression."""
-    parts, depth, start = [], 0, 0
-    for i, char in enumerate(expression):
-        if char in "([":
-            depth += 1
-        elif char in ")]":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            parts.append(expression[start:i].strip())
-            start = i + 1
-    parts.append(expression[start:].strip())
-    return [p for p in parts if p]
 
 
 def for_type(expression: str, resource_type: str) -> str:
