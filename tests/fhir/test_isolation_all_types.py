@@ -262,6 +262,15 @@ def _populate(world: World) -> None:
         _store(world, 2, rtype, f"{rtype}-p2", [(_retag(build(rtype, "a"), 2, f"{rtype}-p2"), None)])
 
 
+# The world's tokens serve the whole module (minutes on a loaded machine): 300 s tokens expired
+# mid-module on a slow PostgreSQL run, and every later case answered 401.
+WORLD_TOKEN_LIFETIME = 3600
+
+
+def world_mint(**kwargs: Any) -> str:
+    return mint(lifetime=WORLD_TOKEN_LIFETIME, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def world(django_db_setup, django_db_blocker) -> Iterator[World]:
     """Built once for the module in a transaction rolled back at its end (each test is a savepoint)."""
@@ -276,21 +285,21 @@ def world(django_db_setup, django_db_blocker) -> Iterator[World]:
         MembershipFactory(project=project1, profile_type="Patient", profile_id="Patient-b", access_policy=policy)
         doctor = MembershipFactory(project=project1, profile_type="Practitioner", profile_id="Practitioner-a")
         _populate(w)
-        w.tokens["patient_policy"] = mint(client=app1, membership=alice, scope="openid")
-        w.tokens["patient_scope"] = mint(client=app1, membership=alice, scope="openid patient/*.cruds")
-        w.tokens["launch_scope"] = mint(client=app1, membership=doctor, scope="openid launch patient/*.cruds")
+        w.tokens["patient_policy"] = world_mint(client=app1, membership=alice, scope="openid")
+        w.tokens["patient_scope"] = world_mint(client=app1, membership=alice, scope="openid patient/*.cruds")
+        w.tokens["launch_scope"] = world_mint(client=app1, membership=doctor, scope="openid launch patient/*.cruds")
         Login.objects.filter(membership=doctor).update(launch_patient=A)
-        w.tokens["client"] = mint(client=app1, scope="system/*.cruds")
+        w.tokens["client"] = world_mint(client=app1, scope="system/*.cruds")
         for rtype in TYPES:
             one_type = AccessPolicyFactory(project=project1, resources=[{"resourceType": rtype}])
             member = MembershipFactory(project=project1, profile_type="Practitioner", access_policy=one_type)
-            w.practitioner_tokens[rtype] = mint(client=app1, membership=member, scope="openid")
+            w.practitioner_tokens[rtype] = world_mint(client=app1, membership=member, scope="openid")
         # Project 2: a client, and a twin of patient A (same profile id) under the same kind of policy.
         app2 = ClientApplicationFactory(project=project2)
         twin = MembershipFactory(project=project2, profile_type="Patient", profile_id="Patient-a",
                                  access_policy=AccessPolicyFactory(project=project2, resources=demo_style_policy()))
-        w.tokens["project2_client"] = mint(client=app2, scope="system/*.cruds")
-        w.tokens["project2_patient"] = mint(client=app2, membership=twin, scope="openid")
+        w.tokens["project2_client"] = world_mint(client=app2, scope="system/*.cruds")
+        w.tokens["project2_patient"] = world_mint(client=app2, membership=twin, scope="openid")
         # PostgreSQL: check the deferred foreign keys of the world now, in the outer transaction;
         # left pending, every test's teardown would check them all again (inside its savepoint).
         connection.check_constraints()
