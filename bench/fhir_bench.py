@@ -118,7 +118,7 @@ def bulk_store(project_id: Any, contents: list[dict[str, Any]]) -> list[Any]:
 
     from fhir_api.models import Resource, ResourceVersion, SearchIndex
     from fhir_api.repository import _now, _with_meta
-    from fhir_api.search_params import compartment, index_values
+    from fhir_api.search_params import compartment, index_rows, index_values
 
     now = _now()
     rows, indexes = [], []
@@ -137,8 +137,10 @@ def bulk_store(project_id: Any, contents: list[dict[str, Any]]) -> list[Any]:
             [ResourceVersion(resource=row, version_id=1, last_updated=now, content=row.content) for row in rows],
             batch_size=2000)
         SearchIndex.objects.bulk_create(
-            [SearchIndex(resource=row, project_id=project_id, resource_type=row.resource_type, name=name, value=value)
-             for row, index in zip(rows, indexes, strict=True) for name, values in index.items() for value in values],
+            [SearchIndex(resource=row, project_id=project_id, resource_type=row.resource_type, name=name, value=value,
+                         number=number)
+             for row, index in zip(rows, indexes, strict=True)
+             for name, value, number in index_rows(row.resource_type, index)],
             batch_size=5000)
     return rows
 

@@ -7,9 +7,12 @@ class FhirApiConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.core import checks
+
         from medplum_auth.launch import register_patient_search
         from medplum_auth.signals import demo_seeded, member_invited
 
+        from .checks import check_binary_settings
         from .demo import seed_demo_data
         from .profiles import create_profile_resource
 
@@ -18,3 +21,4 @@ class FhirApiConfig(AppConfig):
         # The standalone-launch patient picker searches this app's Patients (MEDPLUM_AUTH["PATIENT_SEARCH"]
         # overrides it).
         register_patient_search("fhir_api.launch.search_patients")
+        checks.register(check_binary_settings)

@@ -6,6 +6,7 @@ promise). ``context-standalone-encounter`` is left out: the standalone flow has 
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from django.utils import timezone
@@ -79,26 +80,7 @@ def smart_configuration() -> dict[str, Any]:
 def capability_statement() -> dict[str, Any]:
     """FHIR R4 CapabilityStatement with the SMART ``oauth-uris`` extension (SMART 2.2 §2.2)."""
     endpoints = _endpoints()
-    resources = []
-    for resource_type, params in SEARCH_PARAMETERS.items():
-        search_params = [{"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"}]
-        search_params += [{"name": p.name, "type": p.type} for p in params.values()]
-        resources.append({
-            "type": resource_type,
-            "interaction": [{"code": code} for code in INTERACTIONS],
-            "versioning": "versioned",
-            "readHistory": True,
-            "updateCreate": False,
-            "conditionalCreate": True,
-            "conditionalRead": "full-support",
-            "conditionalUpdate": True,
-            "conditionalDelete": "single",
-            "searchInclude": [f"{resource_type}:{p.name}" for p in params.values() if p.type == "reference"],
-            "searchRevInclude": [f"{source}:{p.name}" for source, source_params in SEARCH_PARAMETERS.items()
-                                 for p in source_params.values()
-                                 if p.type == "reference" and p.target in (None, resource_type)],
-            "searchParam": search_params,
-        })
+    resources = [*_resources()]  # the dicts are shared: read-only
     from .audit_events import SEARCH_PARAMS as AUDIT_SEARCH_PARAMS
 
     resources.append({  # read-only, for project admins: built from medplum_auth's security events
@@ -142,3 +124,34 @@ def capability_statement() -> dict[str, Any]:
                            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}],
         }],
     }
+
+
+@cache
+def _resources() -> list[dict[str, Any]]:
+    """Every stored type (the R4 data) with its interactions and parameters; the same for every
+    request, so built once (about 130 types, 2,000 parameters)."""
+    revincludes: dict[str, list[str]] = {}
+    for source, source_params in SEARCH_PARAMETERS.items():
+        for p in source_params.values():
+            if p.type == "reference":
+                for target in (p.target,) if p.target else p.targets or SEARCH_PARAMETERS:
+                    revincludes.setdefault(target, []).append(f"{source}:{p.name}")
+    resources = []
+    for resource_type, params in SEARCH_PARAMETERS.items():
+        search_params = [{"name": "_id", "type": "token"}, {"name": "_lastUpdated", "type": "date"}]
+        search_params += [{"name": p.name, "type": p.type} for p in params.values()]
+        resources.append({
+            "type": resource_type,
+            "interaction": [{"code": code} for code in INTERACTIONS],
+            "versioning": "versioned",
+            "readHistory": True,
+            "updateCreate": False,
+            "conditionalCreate": True,
+            "conditionalRead": "full-support",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "searchInclude": [f"{resource_type}:{p.name}" for p in params.values() if p.type == "reference"],
+            "searchRevInclude": revincludes.get(resource_type, []),
+            "searchParam": search_params,
+        })
+    return resources

@@ -73,6 +73,8 @@ class SearchIndex(models.Model):
     resource_type = models.CharField(max_length=64)
     name = models.CharField(max_length=64)
     value = models.CharField(max_length=1024)
+    number = models.FloatField(null=True, blank=True,
+                               help_text=_("number, quantity and composite parameters: the numeric value."))
 
     class Meta:
         verbose_name = _("FHIR search index entry")

@@ -9,9 +9,12 @@ a criterion this server cannot evaluate matches nothing (never everything).
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -22,16 +25,21 @@ from medplum_auth.access import COMPARTMENT_PARAM
 
 from .models import Resource, SearchIndex
 from .search_params import (
+    COMPOSITE_SEPARATOR,
     SEARCH_PARAMETERS,
+    SearchParam,
     date_range,
     format_date,
+    index_row,
     normalise_string,
     reference_value,
 )
 
 RESOURCE_TABLE = Resource._meta.db_table
 DATE_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le")
-MODIFIERS = {"string": {"", "contains"}, "token": {""}, "reference": {""}, "date": {""}}
+NUMBER_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+MODIFIERS = {"string": {"", "contains", "exact"}, "token": {""}, "reference": {""}, "date": {""},
+             "uri": {"", "below"}, "number": {""}, "quantity": {""}, "composite": {""}}
 
 
 class SearchError(ValueError):
@@ -46,10 +54,14 @@ class SearchError(ValueError):
 class Match:
     """One alternative value: ``op`` is exact | prefix | contains | suffix | date prefix."""
 
-    op: str
+    op: str  # on SearchIndex.value; "any": no condition on it
     value: str = ""
     low: str = ""
     high: str = ""
+    guard: str = ""  # the value must also start with this (a composite's first component)
+    num_op: str = ""  # on SearchIndex.number (number, quantity): a NUMBER_PREFIXES prefix
+    num_low: float = 0.0
+    num_high: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -100,13 +112,71 @@ def parse_condition(resource_type: str, key: str, raw: str) -> Condition:
         return Condition(name, "index", tuple(_reference_match(param.target or modifier or None, v) for v in values))
     if modifier not in MODIFIERS[param.type]:
         raise SearchError(f"Unsupported modifier {key!r}", key)
-    if param.type == "string":
-        op = "contains" if modifier == "contains" else "prefix"
-        return Condition(name, "index", tuple(Match(op, normalise_string(v)) for v in values))
-    if param.type == "token":
-        return Condition(name, "index", tuple(
-            Match("prefix", v) if v.endswith("|") and len(v) > 1 else Match("exact", v) for v in values))
-    return Condition(name, "index", tuple(_date_match(key, v) for v in values))
+    if param.type == "composite":
+        return Condition(name, "index", tuple(_composite_match(key, param, v) for v in values))
+    return Condition(name, "index", tuple(_value_match(key, param.type, modifier, v) for v in values))
+
+
+def _value_match(key: str, kind: str, modifier: str, value: str) -> Match:
+    """One value of a parameter (or a composite's component) of type ``kind`` other than reference."""
+    if kind == "string":
+        if modifier == "exact":
+            return Match("exact", " ".join(value.split()).lower())
+        return Match("contains" if modifier == "contains" else "prefix", normalise_string(value))
+    if kind == "token":
+        return Match("prefix", value) if value.endswith("|") and len(value) > 1 else Match("exact", value)
+    if kind == "uri":
+        return Match("prefix" if modifier == "below" else "exact", value)
+    if kind == "number":
+        return _number_match(key, value, Match("any"))
+    if kind == "quantity":
+        number, _, units = value.partition("|")
+        if "|" not in units:
+            units = f"|{units}" if units else ""  # "5.4|mg" is not FHIR's form; read it as "5.4||mg"
+        return _number_match(key, number, Match("exact", units) if units.strip("|") else Match("any"))
+    if kind == "reference":
+        return _reference_match(None, value)
+    return _date_match(key, value)
+
+
+def _composite_match(key: str, param: SearchParam, value: str) -> Match:
+    """``first$second``: the first component's value exactly, the second's by its type, in one row."""
+    left, separator, right = value.partition(COMPOSITE_SEPARATOR)
+    first, second = param.components
+    if not separator or not left or not right:
+        raise SearchError(f"Search parameter {key!r} needs a value like <{first.name}>$<{second.name}>", key)
+    guard = f"{left}{COMPOSITE_SEPARATOR}"
+    match = _value_match(key, second.type, "", right)
+    if second.type == "number":  # stored as "first$" with the number
+        return replace(match, op="exact", value=guard, guard=guard)
+    if second.type == "quantity":  # stored as "first$system|code" with the number
+        return replace(match, value=guard + match.value, guard=guard)
+    if match.op in DATE_PREFIXES:
+        return replace(match, low=guard + match.low, high=guard + match.high, guard=guard)
+    return replace(match, value=guard + match.value, guard=guard)
+
+
+def _number_match(key: str, text: str, units: Match) -> Match:
+    """``[prefix]number`` (FHIR R4 §3.1.1.4.2: ``eq`` is the range of the value's precision)."""
+    prefix = text[:2] if text[:2] in NUMBER_PREFIXES else "eq"
+    number_text = text[2:] if text[:2] in NUMBER_PREFIXES else text
+    try:
+        number = Decimal(number_text)
+    except InvalidOperation:
+        number = Decimal("NaN")
+    if not number.is_finite() or not _NUMBER_RE.match(number_text) or not math.isfinite(float(number)):
+        raise SearchError(f"Invalid number {text!r} for {key!r}", key)
+    half = Decimal(5).scaleb(number.as_tuple().exponent - 1)
+    low, high = float(number - half), float(number + half)
+    if prefix == "ap":
+        margin = abs(number) / 10
+        low, high = float(number - margin), float(number + margin)
+    elif prefix not in ("eq", "ne"):
+        low = high = float(number)
+    return replace(units, num_op=prefix, num_low=low, num_high=high)
+
+
+_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
 
 
 @dataclass(frozen=True)
@@ -248,12 +318,34 @@ def _in(lhs: str, values: Sequence[Any]) -> Where:
     return Where(f"{lhs} IN ({', '.join(['%s'] * len(values))})", tuple(values))
 
 
-def _value_where(connection: BaseDatabaseWrapper, lhs: str, match: Match, adapt: Any = None) -> Where:
+def _value_where(connection: BaseDatabaseWrapper, lhs: str, match: Match, adapt: Any = None,
+                 number: str = "") -> Where:
+    """The match on an index row (``lhs``: its value column, ``number``: its number column)."""
     op = match.op
+    parts = []
     if op in ("exact", "prefix", "contains", "suffix"):
         lookup = {"exact": "exact", "prefix": "startswith", "contains": "contains", "suffix": "endswith"}[op]
-        return _lookup(connection, lookup, lhs, match.value)
-    return _date_where(connection, lhs, match, adapt)
+        parts.append(_lookup(connection, lookup, lhs, match.value))
+    elif op != "any":
+        parts.append(_date_where(connection, lhs, match, adapt))
+    if match.guard:
+        parts.append(_lookup(connection, "startswith", lhs, match.guard))
+    if match.num_op:
+        parts.append(_number_where(number, match))
+    return all_of(parts)
+
+
+def _number_where(lhs: str, match: Match) -> Where:
+    low, high = match.num_low, match.num_high
+    return {
+        "eq": Where(f"{lhs} >= %s AND {lhs} < %s", (low, high)),
+        "ap": Where(f"{lhs} >= %s AND {lhs} <= %s", (low, high)),
+        "ne": Where(f"({lhs} < %s OR {lhs} >= %s)", (low, high)),
+        "gt": Where(f"{lhs} > %s", (low,)), "sa": Where(f"{lhs} > %s", (low,)),
+        "lt": Where(f"{lhs} < %s", (low,)), "eb": Where(f"{lhs} < %s", (low,)),
+        "ge": Where(f"{lhs} >= %s", (low,)),
+        "le": Where(f"{lhs} <= %s", (low,)),
+    }[match.num_op]
 
 
 def _date_where(connection: BaseDatabaseWrapper, lhs: str, match: Match, adapt: Any = None) -> Where:
@@ -286,7 +378,8 @@ def condition_where(connection: BaseDatabaseWrapper, project_id: Any, resource_t
         return any_of([_date_where(connection, column(connection, "last_updated"), match, adapt)
                        for match in condition.matches])
     index = connection.ops.quote_name(SearchIndex._meta.db_table)
-    values = any_of([_value_where(connection, f"{index}.{connection.ops.quote_name('value')}", match)
+    values = any_of([_value_where(connection, f"{index}.{connection.ops.quote_name('value')}", match,
+                                  number=f"{index}.{connection.ops.quote_name('number')}")
                      for match in condition.matches])
     sql = (f"EXISTS (SELECT 1 FROM {index} WHERE {index}.{connection.ops.quote_name('resource_id')} = "
            f"{column(connection, 'id')} AND {index}.{connection.ops.quote_name('project_id')} = %s AND "
@@ -325,8 +418,15 @@ def filters_where(connection: BaseDatabaseWrapper, project_id: Any, resource_typ
 
 # --- Python form -----------------------------------------------------------------------------
 
-def _value_matches(value: str, match: Match) -> bool:
+def _value_matches(value: str, match: Match, number: float | None = None) -> bool:
+    """The Python twin of :func:`_value_where` on one stored row."""
+    if match.guard and not value.startswith(match.guard):
+        return False
+    if match.num_op and (number is None or not _number_matches(number, match)):
+        return False
     op = match.op
+    if op == "any":
+        return True
     if op == "exact":
         return value == match.value
     if op == "prefix":
@@ -345,7 +445,18 @@ def _value_matches(value: str, match: Match) -> bool:
     }[op]
 
 
-def condition_matches(condition: Condition, target: Target) -> bool:
+def _number_matches(number: float, match: Match) -> bool:
+    low, high = match.num_low, match.num_high
+    return {
+        "eq": low <= number < high, "ap": low <= number <= high, "ne": number < low or number >= high,
+        "gt": number > low, "sa": number > low, "lt": number < low, "eb": number < low,
+        "ge": number >= low, "le": number <= low,
+    }[match.num_op]
+
+
+def condition_matches(condition: Condition, target: Target, resource_type: str = "") -> bool:
+    """Whether ``target`` satisfies ``condition``; ``resource_type`` names its parameters (number,
+    quantity and composite values are compared as they are stored)."""
     if condition.kind == "id":
         return any(target.resource_id == m.value for m in condition.matches)
     if condition.kind == "compartment":
@@ -356,13 +467,15 @@ def condition_matches(condition: Condition, target: Target) -> bool:
         value = format_date(target.last_updated)
         return any(_value_matches(value, m) for m in condition.matches)
     values = target.index.get(condition.name, [])
-    return any(_value_matches(v, m) for v in values for m in condition.matches)
+    param = SEARCH_PARAMETERS.get(resource_type, {}).get(condition.name)
+    rows = [index_row(param, v) for v in values] if param is not None else [(v, None) for v in values]
+    return any(_value_matches(text, m, number) for text, number in rows for m in condition.matches)
 
 
 def filters_match(resource_type: str, filters: Sequence[Sequence[tuple[str, str]]], target: Target) -> bool:
     """Whether a resource version satisfies a policy decision's filters (same rules as :func:`filters_where`)."""
     for criteria in filters:
         conditions = criteria_conditions(resource_type, criteria)
-        if conditions is not None and all(condition_matches(c, target) for c in conditions):
+        if conditions is not None and all(condition_matches(c, target, resource_type) for c in conditions):
             return True
     return False

@@ -63,7 +63,7 @@ from .query import (
     filters_where,
     project_value,
 )
-from .search_params import ID_RE, SEARCH_PARAMETERS, compartment, index_values, param_values
+from .search_params import ID_RE, SEARCH_PARAMETERS, compartment, index_rows, index_values, param_values
 from .validation import validate_resource
 
 ALLOWED = Decision("allowed")
@@ -626,8 +626,8 @@ class Repository:
     def _write_index(self, row: Resource, index: dict[str, list[str]]) -> None:
         SearchIndex.objects.bulk_create([
             SearchIndex(resource=row, project_id=row.project_id, resource_type=row.resource_type, name=name,
-                        value=value)
-            for name, values in index.items() for value in values
+                        value=value, number=number)
+            for name, value, number in index_rows(row.resource_type, index)
         ])
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from . import audit_views, launch, views
+from . import audit_views, binary, launch, views
 
 app_name = "fhir_api"
 
@@ -21,6 +21,8 @@ urlpatterns = [
     re_path(rf"^fhir/R4/{TYPE}/\$validate$", views.ValidateView.as_view(), name="validate"),
     re_path(rf"^fhir/R4/{TYPE}/{ID}/\$validate$", views.ValidateView.as_view(), name="validate-instance"),
     re_path(rf"^fhir/R4/Patient/{ID}/\$everything$", views.EverythingView.as_view(), name="everything"),
+    path("fhir/R4/Binary", binary.BinaryTypeView.as_view(), name="binaries"),
+    re_path(rf"^fhir/R4/Binary/{ID}$", binary.BinaryInstanceView.as_view(), name="binary"),
     re_path(rf"^fhir/R4/{TYPE}$", views.TypeView.as_view(), name="type"),
     re_path(rf"^fhir/R4/{TYPE}/{ID}$", views.InstanceView.as_view(), name="instance"),
     re_path(rf"^fhir/R4/{TYPE}/{ID}/_history$", views.HistoryView.as_view(), name="history"),

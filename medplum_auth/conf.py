@@ -110,6 +110,12 @@ DEFAULTS: dict[str, Any] = {
     "AUDIT_RETENTION_DAYS": 365,
     # Write a security event for every token issue and refresh (one INSERT on the token path).
     "AUDIT_TOKEN_EVENTS": True,
+    # Largest Binary content accepted (bytes, raw or base64-decoded); larger uploads are refused
+    # with a 413 OperationOutcome while they stream in.
+    "BINARY_MAX_BYTES": 10 * 1024 * 1024,
+    # Alias in Django's STORAGES of the storage Binary content is kept in ("default": the file
+    # system under MEDIA_ROOT unless STORAGES says otherwise; any django-storages backend works).
+    "BINARY_STORAGE": "default",
     # Public discovery documents ``medplum_auth.wsgi`` answers from memory for 30 s once produced.
     "API_CACHED_DOCUMENTS": ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
                              "/.well-known/smart-configuration", "/fhir/R4/.well-known/smart-configuration"),

@@ -58,6 +58,8 @@ EXEMPT = {
     "fhir_api:audit-events": BEARER_API,
     "fhir_api:audit-event": BEARER_API,
     "fhir_api:bundle": BEARER_API,
+    "fhir_api:binaries": BEARER_API,
+    "fhir_api:binary": BEARER_API,
     "fhir_api:validate": BEARER_API,
     "fhir_api:validate-instance": BEARER_API,
     "fhir_api:everything": BEARER_API,

@@ -113,3 +113,62 @@ def test_fhirclient_standalone_patient_launch(seed, run_node, live_gunicorn):
     assert refresh["patient_after"] == own_id
     assert refresh["read_after"] == {"resourceType": "Patient", "id": own_id}
     assert refresh["read_after_used_new_token"]
+
+
+@pytest.mark.spec("Issue 18: fhirpy 2.3.1 (Python FHIR client) CRUD and search on types served from the R4 data")
+def test_fhirpy_crud_on_r4_types(seed, live_gunicorn):
+    import base64
+    import json
+    import urllib.parse
+    import urllib.request
+
+    from fhirpy import SyncFHIRClient
+    from fhirpy.base.exceptions import ResourceNotFound
+
+    from fhir_api.models import Resource
+    from medplum_auth import services
+
+    data = seed()
+    backend, secret = services.create_client(data.project, "fhirpy backend", public=False)
+    basic = base64.b64encode(f"{backend.client_id}:{secret}".encode()).decode()
+    request = urllib.request.Request(f"{live_gunicorn.url}/oauth2/token", method="POST",
+                                     data=urllib.parse.urlencode({"grant_type": "client_credentials"}).encode(),
+                                     headers={"Authorization": f"Basic {basic}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        token = json.load(response)["access_token"]
+    client = SyncFHIRClient(f"{live_gunicorn.url}/fhir/R4", authorization=f"Bearer {token}")
+    patient = f"Patient/{data.membership.profile_id}"
+    cases = {
+        "Task": ({"status": "requested", "intent": "order", "for": {"reference": patient}}, {"patient": patient}),
+        "Goal": ({"lifecycleStatus": "active", "description": {"text": "walk"}, "subject": {"reference": patient}},
+                 {"patient": patient}),
+        "Appointment": ({"status": "booked", "participant": [{"actor": {"reference": patient}, "status": "accepted"}]},
+                        {"actor": patient}),
+        "Location": ({"status": "active", "name": "Fhirpy Ward"}, {"name": "fhirpy"}),
+        "Communication": ({"status": "completed", "subject": {"reference": patient}}, {"subject": patient}),
+        "ServiceRequest": ({"status": "active", "intent": "order", "subject": {"reference": patient}},
+                           {"subject": patient, "status": "active"}),
+        "QuestionnaireResponse": ({"status": "completed", "subject": {"reference": patient}}, {"subject": patient}),
+        "CareTeam": ({"status": "active", "subject": {"reference": patient}}, {"patient": patient}),
+        "PractitionerRole": ({"active": True}, {"active": "true"}),
+        "Questionnaire": ({"status": "active", "url": "http://example.org/q/fhirpy"}, {"url": "http://example.org/q/fhirpy"}),
+    }
+    for resource_type, (fields, search) in cases.items():
+        resource = client.resource(resource_type, **fields)
+        resource.save()
+        assert resource.id and resource["meta"]["versionId"] == "1", resource_type
+        fetched = client.reference(resource_type, resource.id).to_resource()
+        stored = fetched.serialize()
+        assert fetched.id == resource.id and {key: stored[key] for key in fields} == fields, resource_type
+        found = client.resources(resource_type).search(**search).fetch()
+        assert [r.id for r in found] == [resource.id], resource_type
+        resource["meta"] = {"tag": [{"system": "urn:fhirpy", "code": "updated"}]}
+        resource.save()
+        assert resource["meta"]["versionId"] == "2"
+        assert [r.id for r in client.resources(resource_type).search(_tag="urn:fhirpy|updated").fetch()] == [
+            resource.id]
+        resource.delete()
+        with pytest.raises(ResourceNotFound):
+            client.reference(resource_type, resource.id).to_resource()
+        row = Resource.objects.get(project=data.project, resource_type=resource_type, resource_id=resource.id)
+        assert row.deleted and row.version_id == 3

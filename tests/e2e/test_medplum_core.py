@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fhir_api.models import Resource
 from fhir_api.repository import Repository
 from medplum_auth import services
 from medplum_auth.models import Login
@@ -200,3 +201,34 @@ def test_medplum_core_bundles_conditional_update_validate_and_everything(seed, r
     other_read, own_search = patient["batch"]["entries"]
     assert other_read["status"] == "404" and other_read["id"] is None
     assert set(patient["batch_search_subjects"]) == {f"Patient/{patient_id}"}
+
+
+@pytest.mark.spec("Issue 18: every R4 type (create, read, search, delete) and createBinary + download()")
+def test_medplum_core_r4_types_and_binary(seed, run_node):
+    data = seed()
+    backend, secret = services.create_client(data.project, "E2E backend", public=False)
+    patient_id = data.membership.profile_id
+    out = run_node("medplum-r4-types.mjs", data, E2E_CLIENT_ID=backend.client_id, E2E_CLIENT_SECRET=secret,
+                   E2E_PATIENT_ID=patient_id)
+    types = out["types"]
+    assert len(types) >= 10
+    for resource_type, result in types.items():
+        assert result["read_id"] == result["id"] and result["version"] == "1", resource_type
+        assert result["found"] == [result["id"]], (resource_type, result)
+        assert result["after_delete"] == "deleted", (resource_type, result)
+        row = Resource.objects.get(project=data.project, resource_type=resource_type, resource_id=result["id"])
+        assert row.deleted and row.version_id == 2
+        in_compartment = resource_type not in ("Questionnaire", "PractitionerRole", "Location")
+        assert row.patient == (f"Patient/{patient_id}" if in_compartment else ""), resource_type
+
+    binary = out["binary"]
+    assert binary["resourceType"] == "Binary" and binary["contentType"] == "application/pdf"
+    assert binary["securityContext"] == {"reference": f"Patient/{patient_id}"}
+    assert binary["url"].endswith(f"/fhir/R4/Binary/{binary['id']}")
+    assert binary["same_bytes"] and binary["size"] == 2048 and binary["blob_type"] == "application/pdf"
+    stored = Resource.objects.get(project=data.project, resource_type="Binary", resource_id=binary["id"])
+    assert stored.patient == f"Patient/{patient_id}" and "data" not in stored.content
+    assert out["attachment"]["contentType"] == "text/plain" and out["attachment"]["text"] == "plain text"
+    assert out["attachment"]["url"].startswith(binary["url"].rsplit("/", 1)[0] + "/")
+    assert [(c["method"], c["status"]) for c in out["binary_calls"]] == [
+        ("POST", 201), ("GET", 200), ("POST", 201), ("GET", 200)]

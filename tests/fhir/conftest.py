@@ -159,3 +159,38 @@ def full_api(client, app1):
 @pytest.fixture
 def anonymous(client):
     return Api(client, None)
+
+
+# The 14 types served before every R4 type was, and their parameters then: the matrix tests
+# (every parameter finds what the Python check says, isolation) keep covering exactly these; the
+# R4 data's other types and parameters are covered by tests/fhir/test_r4_types.py.
+LEGACY_PARAMS: dict[str, tuple[str, ...]] = {
+    "Patient": ("identifier", "name", "family", "given", "birthdate", "gender", "active", "organization",
+                "general-practitioner"),
+    "Practitioner": ("identifier", "name", "family", "given", "gender", "active"),
+    "RelatedPerson": ("identifier", "name", "family", "given", "gender", "active", "patient"),
+    "Organization": ("identifier", "name", "active", "type"),
+    "Encounter": ("identifier", "subject", "patient", "status", "class", "type", "participant", "service-provider",
+                  "date"),
+    "Observation": ("identifier", "subject", "patient", "encounter", "status", "code", "category", "performer", "date"),
+    "Condition": ("identifier", "subject", "patient", "encounter", "code", "category", "clinical-status",
+                  "verification-status", "onset-date", "recorded-date", "asserter"),
+    "AllergyIntolerance": ("identifier", "patient", "encounter", "code", "category", "clinical-status",
+                           "verification-status", "date", "recorder", "asserter"),
+    "MedicationRequest": ("identifier", "subject", "patient", "encounter", "status", "intent", "category", "code",
+                          "medication", "requester", "authoredon"),
+    "Immunization": ("identifier", "patient", "encounter", "status", "vaccine-code", "performer", "date"),
+    "Procedure": ("identifier", "subject", "patient", "encounter", "status", "code", "category", "performer", "date"),
+    "DiagnosticReport": ("identifier", "subject", "patient", "encounter", "status", "code", "category", "performer",
+                         "date"),
+    "DocumentReference": ("identifier", "subject", "patient", "encounter", "status", "type", "category", "author",
+                          "date"),
+    "CarePlan": ("identifier", "subject", "patient", "encounter", "status", "intent", "category", "date"),
+}
+
+
+def legacy_parameters() -> dict[str, dict[str, Any]]:
+    """``SEARCH_PARAMETERS`` narrowed to :data:`LEGACY_PARAMS`."""
+    from fhir_api.search_params import SEARCH_PARAMETERS
+
+    return {t: {n: SEARCH_PARAMETERS[t][n] for n in names} for t, names in LEGACY_PARAMS.items()}

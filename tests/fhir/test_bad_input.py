@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from fhir_api.search_params import SEARCH_PARAMETERS
+from tests.fhir.conftest import legacy_parameters
 
 pytestmark = pytest.mark.django_db
+SEARCH_PARAMETERS = legacy_parameters()  # the 14 types' parameters (tests/fhir/conftest.py)
 
 VALUES = ["", "\x00", "a\x00b", "%", "ge", "9" * 5000, "Patient/" + "a" * 300, "|", "a|b|c", "eq", "2020-02-30",
           "99999", "-1", "ge9999-12-31T23:59:59Z", "lt0001-01-01", "0001-01-01T00:00:00+01:00", "x" * 2000,

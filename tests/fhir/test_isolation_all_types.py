@@ -2,7 +2,9 @@
 
 The matrix is type × route × token kind:
 
-* **types**: the 14 supported types (``fhir_api.search_params.RESOURCE_TYPES``);
+* **types**: the 14 types served before the R4 data (``tests.fhir.conftest.LEGACY_PARAMS``), and at
+  the end of the module twelve of the types served from it (Communication, Task, Appointment …),
+  whose Patient compartment comes from the R4 CompartmentDefinition;
 * **routes**: read, vread, history, update, patch (JSON Patch), delete, create, search with no
   parameter and with each of the type's parameters (plus ``_id``, ``_lastUpdated``, ``_compartment``), and
   ``_include`` through each of the type's reference parameters, and ``_revinclude`` of every
@@ -61,14 +63,16 @@ from django.db.models import Count
 
 from fhir_api.models import Resource
 from fhir_api.repository import Repository
-from fhir_api.search_params import RESOURCE_TYPES, SEARCH_PARAMETERS, index_values, normalise_string, param_values
+from fhir_api.search_params import index_values, normalise_string, param_values
 from medplum_auth import tokens
 from medplum_auth.management.commands.medplum_seed_demo import PATIENT_COMPARTMENT
 from medplum_auth.models import Login
 from tests.factories import AccessPolicyFactory, ClientApplicationFactory, MembershipFactory, ProjectFactory
-from tests.fhir.conftest import Api, assert_outcome, mint
+from tests.fhir.conftest import Api, assert_outcome, legacy_parameters, mint, seed
+from tests.fhir.test_r4_types import NEW_TYPES, new_resource
 
 pytestmark = pytest.mark.django_db
+SEARCH_PARAMETERS = legacy_parameters()  # the 14 types' parameters (tests/fhir/conftest.py)
 
 TYPES = ("Patient", "Practitioner", "RelatedPerson", "Organization", "Encounter", "Observation", "Condition",
          "AllergyIntolerance", "MedicationRequest", "Immunization", "Procedure", "DiagnosticReport",
@@ -258,6 +262,15 @@ def _populate(world: World) -> None:
         _store(world, 2, rtype, f"{rtype}-p2", [(_retag(build(rtype, "a"), 2, f"{rtype}-p2"), None)])
 
 
+# The world's tokens serve the whole module (minutes on a loaded machine): 300 s tokens expired
+# mid-module on a slow PostgreSQL run, and every later case answered 401.
+WORLD_TOKEN_LIFETIME = 3600
+
+
+def world_mint(**kwargs: Any) -> str:
+    return mint(lifetime=WORLD_TOKEN_LIFETIME, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def world(django_db_setup, django_db_blocker) -> Iterator[World]:
     """Built once for the module in a transaction rolled back at its end (each test is a savepoint)."""
@@ -272,21 +285,21 @@ def world(django_db_setup, django_db_blocker) -> Iterator[World]:
         MembershipFactory(project=project1, profile_type="Patient", profile_id="Patient-b", access_policy=policy)
         doctor = MembershipFactory(project=project1, profile_type="Practitioner", profile_id="Practitioner-a")
         _populate(w)
-        w.tokens["patient_policy"] = mint(client=app1, membership=alice, scope="openid")
-        w.tokens["patient_scope"] = mint(client=app1, membership=alice, scope="openid patient/*.cruds")
-        w.tokens["launch_scope"] = mint(client=app1, membership=doctor, scope="openid launch patient/*.cruds")
+        w.tokens["patient_policy"] = world_mint(client=app1, membership=alice, scope="openid")
+        w.tokens["patient_scope"] = world_mint(client=app1, membership=alice, scope="openid patient/*.cruds")
+        w.tokens["launch_scope"] = world_mint(client=app1, membership=doctor, scope="openid launch patient/*.cruds")
         Login.objects.filter(membership=doctor).update(launch_patient=A)
-        w.tokens["client"] = mint(client=app1, scope="system/*.cruds")
+        w.tokens["client"] = world_mint(client=app1, scope="system/*.cruds")
         for rtype in TYPES:
             one_type = AccessPolicyFactory(project=project1, resources=[{"resourceType": rtype}])
             member = MembershipFactory(project=project1, profile_type="Practitioner", access_policy=one_type)
-            w.practitioner_tokens[rtype] = mint(client=app1, membership=member, scope="openid")
+            w.practitioner_tokens[rtype] = world_mint(client=app1, membership=member, scope="openid")
         # Project 2: a client, and a twin of patient A (same profile id) under the same kind of policy.
         app2 = ClientApplicationFactory(project=project2)
         twin = MembershipFactory(project=project2, profile_type="Patient", profile_id="Patient-a",
                                  access_policy=AccessPolicyFactory(project=project2, resources=demo_style_policy()))
-        w.tokens["project2_client"] = mint(client=app2, scope="system/*.cruds")
-        w.tokens["project2_patient"] = mint(client=app2, membership=twin, scope="openid")
+        w.tokens["project2_client"] = world_mint(client=app2, scope="system/*.cruds")
+        w.tokens["project2_patient"] = world_mint(client=app2, membership=twin, scope="openid")
         # PostgreSQL: check the deferred foreign keys of the world now, in the outer transaction;
         # left pending, every test's teardown would check them all again (inside its savepoint).
         connection.check_constraints()
@@ -627,12 +640,12 @@ def _check_revinclude(api: Api, world: World, kind: str, rtype: str, param: str)
 def test_the_matrix_covers_every_type_and_parameter(world):
     """Every supported type is here, and patient B's resources give every parameter a value
     (A's too), so that "search with every parameter" stays true when parameters are added."""
-    assert set(RESOURCE_TYPES) == set(TYPES)
+    assert set(SEARCH_PARAMETERS) == set(TYPES)
     for rtype in TYPES:
         for side in ("a", "b"):
             items = [i for i in world.of(1, rtype) if i.rid.startswith(f"{rtype}-{side}")]
             covered = {name for item in items for name in index_values(rtype, item.content)}
-            assert covered == set(SEARCH_PARAMETERS[rtype]), (rtype, side, set(SEARCH_PARAMETERS[rtype]) - covered)
+            assert covered >= set(SEARCH_PARAMETERS[rtype]), (rtype, side, set(SEARCH_PARAMETERS[rtype]) - covered)
 
 
 def test_the_expectations_have_a_positive_side(world):
@@ -702,3 +715,31 @@ def test_a_one_type_policy_forbids_every_other_type(client, world, rtype):
                      api.delete(f"/{other}/{other}-a"), api.post(f"/{other}", build(other, "a"))):
         assert_outcome(response, 403, "forbidden")
     assert {other: _snapshot(other) for other in TYPES} == before
+
+
+# --- the types served from the R4 data: the Patient compartment decides ---------------------------
+
+@pytest.mark.parametrize("rtype", sorted(NEW_TYPES))
+def test_patient_scope_sees_only_its_own_compartment_of_new_types(client, app1, project1, alice, bob, rtype):
+    """``patient/*`` reaches the new types through the R4 Patient compartment: A's own resources,
+    never B's (404, not in searches, not writable); types outside the compartment not at all."""
+    mine = seed(project1, new_resource(rtype, alice.profile, "a"))["id"]
+    theirs = seed(project1, new_resource(rtype, bob.profile, "b"))["id"]
+    alice.access_policy = None  # the scope alone confines the token
+    alice.save()
+    api = Api(client, mint(client=app1, membership=alice, scope="openid patient/*.cruds"))
+    in_compartment = NEW_TYPES[rtype][1] is not None
+    found = {e["resource"]["id"] for e in api.get(f"/{rtype}").json().get("entry", [])}
+    assert found == ({mine} if in_compartment else set())
+    assert_outcome(api.get(f"/{rtype}/{theirs}"), 404, "not-found")
+    assert_outcome(api.delete(f"/{rtype}/{theirs}"), 404, "not-found")
+    replacement = {**new_resource(rtype, alice.profile, "b"), "id": theirs}
+    assert_outcome(api.put(f"/{rtype}/{theirs}", replacement), 404, "not-found")
+    assert not api.get(f"/{rtype}", {"_id": theirs}).json()["entry"]
+    if in_compartment:
+        assert api.get(f"/{rtype}/{mine}").status_code == 200
+        # A new resource must stay in the token's compartment.
+        assert_outcome(api.post(f"/{rtype}", new_resource(rtype, bob.profile, "c")), 403, "forbidden")
+        assert api.post(f"/{rtype}", new_resource(rtype, alice.profile, "d")).status_code == 201
+    else:
+        assert_outcome(api.get(f"/{rtype}/{mine}"), 404, "not-found")
