@@ -13,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .. import authorization, clientauth, jsonbody, par, registration, services, throttle
 from ..authorization import DEFAULT_DESCRIPTIONS
+from ..models import ClientApplication
 from ..server import get_server
 from .decorators import auth_page
 
@@ -171,6 +172,25 @@ class TokenView(OAuthMethodsMixin, View):
         return response
 
 
+def authenticated_client(request: HttpRequest, allow_public: bool) -> ClientApplication | HttpResponse:
+    """The client a form POST authenticates (as at the token endpoint), or the error to answer.
+
+    For the endpoints beside ``/oauth2/token`` (PAR, introspection, revocation): failed client
+    authentication is throttled like there (one cache read otherwise); 401 ``invalid_client``.
+    """
+    counters = clientauth.failure_counters(request)
+    wait = throttle.retry_after(counters)
+    if wait is not None:
+        return too_many_failures(wait)
+    client, _used_basic = clientauth.authenticate_client(request, allow_public=allow_public)
+    if client is None:
+        clientauth.record_failure(request, counters, "invalid_client")
+        response = oauth_error("invalid_client", "Client authentication failed.", status=401)
+        response["WWW-Authenticate"] = 'Basic realm="oauth2"'
+        return response
+    return client
+
+
 @method_decorator(csrf_exempt, name="dispatch")
 class PushedAuthorizationView(View):
     """RFC 9126 §2: the client posts its authorization request, authenticated as at the token
@@ -182,16 +202,9 @@ class PushedAuthorizationView(View):
         content_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
         if content_type != FORM_CONTENT_TYPE:
             return oauth_error("invalid_request", "Unsupported content type: use application/x-www-form-urlencoded.")
-        counters = clientauth.failure_counters(request)
-        wait = throttle.retry_after(counters)
-        if wait is not None:
-            return too_many_failures(wait)
-        client, _used_basic = clientauth.authenticate_client(request, allow_public=True)
-        if client is None:
-            clientauth.record_failure(request, counters, "invalid_client")
-            response = oauth_error("invalid_client", "Client authentication failed.", status=401)
-            response["WWW-Authenticate"] = 'Basic realm="oauth2", error="invalid_client"'
-            return response
+        client = authenticated_client(request, allow_public=True)
+        if isinstance(client, HttpResponse):
+            return client
         if _has_duplicates(request.POST):
             return oauth_error("invalid_request", "Duplicate parameters.")
         params = {key: value for key, value in _single_values(request.POST).items()

@@ -10,7 +10,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
-from .. import bearer, clientauth, throttle, tokens
+from .. import bearer, tokens
 from ..authorization import error_page
 from ..digests import token_digest
 from ..launch import context_fields as launch_context_fields
@@ -18,7 +18,7 @@ from ..models import ClientApplication, Login
 from ..services import revoke_login
 from ..validators import add_params
 from .decorators import auth_page
-from .oauth import OAuthMethodsMixin, oauth_error, too_many_failures
+from .oauth import OAuthMethodsMixin, authenticated_client, oauth_error
 from .userinfo import bearer_context
 
 
@@ -106,16 +106,9 @@ def _client_and_token(request: HttpRequest, allow_public: bool) -> tuple[ClientA
 
     Failed client authentication is throttled as at the token endpoint (one cache read otherwise).
     """
-    counters = clientauth.failure_counters(request)
-    wait = throttle.retry_after(counters)
-    if wait is not None:
-        return too_many_failures(wait)
-    client, _used_basic = clientauth.authenticate_client(request, allow_public=allow_public)
-    if client is None:
-        clientauth.record_failure(request, counters, "invalid_client")
-        response = oauth_error("invalid_client", "Client authentication failed.", status=401)
-        response["WWW-Authenticate"] = 'Basic realm="oauth2"'
-        return response
+    client = authenticated_client(request, allow_public=allow_public)
+    if isinstance(client, HttpResponse):
+        return client
     token = request.POST.get("token", "")
     if not token:
         return oauth_error("invalid_request", "Missing token.")
