@@ -73,6 +73,8 @@ def is_unavailable(exc: BaseException) -> bool:
     if not isinstance(exc, OperationalError | InterfaceError):
         return False
     cause = exc.__cause__
+    if cause is None and isinstance(exc, InterfaceError):  # Django's own "connection already closed"
+        return True
     sqlstate = getattr(cause, "sqlstate", None)
     if sqlstate:
         return sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES
@@ -130,11 +132,12 @@ def note_unavailable(request: Any, exc: BaseException) -> None:
 
 
 class QuietOutage(logging.Filter):
-    """``django.request`` log filter: drops the per-request line of 503s answered during an outage
+    """``django.request`` log filter: drops the per-request line (and the traceback of an error
+    raised outside a view, which becomes a 503 too) of requests answered 503 during an outage
     (:data:`outage` logs the outage itself, once). Here, not in ``middleware``: ``LOGGING``
     is configured before the apps are loaded."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "status_code", None) != 503:
+        if getattr(record, "status_code", None) not in (500, 503):
             return True
         return not getattr(getattr(record, "request", None), UNAVAILABLE_ATTRIBUTE, False)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
+from typing import Any
 
+from django.core.signals import got_request_exception
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
 from . import audit, database
@@ -62,16 +66,44 @@ class DatabaseBusyMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+        response = self.get_response(request)
+        failed = getattr(request, FAILED_ATTRIBUTE, None)
+        if failed is not None and response.status_code == 500:
+            # Raised outside the view (a later middleware, e.g. the session save on the way out):
+            # Django already turned it into its 500 page; :func:`_note_retryable` kept it.
+            return self.answer(request, failed)
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if database.is_busy(exception) or database.is_unavailable(exception):
+            return self.answer(request, exception)
+        return None
+
+    @staticmethod
+    def answer(request: HttpRequest, exception: BaseException) -> HttpResponse:
         if database.is_busy(exception):
             log.warning("database busy, answered 503: %s %s: %s", request.method, request.path, exception)
             return busy_response(request)
-        if database.is_unavailable(exception):
+        if not getattr(request, database.UNAVAILABLE_ATTRIBUTE, False):
             database.note_unavailable(request, exception)
-            return busy_response(request, database.UNAVAILABLE_TEXT)
-        return None
+        return busy_response(request, database.UNAVAILABLE_TEXT)
+
+
+#: Request attribute: the busy/unavailable database error an inner middleware raised.
+FAILED_ATTRIBUTE = "medplum_database_failure"
+
+
+@receiver(got_request_exception)
+def _note_retryable(sender: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+    """Django sends this for an exception no view or ``process_exception`` answered, before it
+    logs and renders the 500: keep a busy or unavailable database error for
+    :class:`DatabaseBusyMiddleware`, and mark an outage's so ``QuietOutage`` drops its log line."""
+    exception = sys.exc_info()[1]
+    if request is None or exception is None or not database.is_retryable(exception):
+        return
+    setattr(request, FAILED_ATTRIBUTE, exception)
+    if database.is_unavailable(exception):
+        database.note_unavailable(request, exception)
 
 
 def busy_response(request: HttpRequest, text: str = database.BUSY_TEXT) -> HttpResponse:

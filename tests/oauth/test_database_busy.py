@@ -11,8 +11,8 @@ import sqlite3
 from typing import Any
 
 import pytest
-from django.db import OperationalError, connection
-from django.test import RequestFactory
+from django.db import InterfaceError, OperationalError, connection
+from django.test import Client, RequestFactory
 from django.urls import resolve
 
 from fhir_api.models import Resource, ResourceVersion
@@ -46,6 +46,13 @@ def test_is_busy() -> None:
     assert database.is_busy(LOCKED)
     assert not database.is_busy(OperationalError("no such table: x"))
     assert not database.is_busy(ValueError("database is locked"))
+
+
+def test_is_unavailable() -> None:
+    assert database.is_unavailable(InterfaceError("connection already closed"))  # Django's own
+    assert not database.is_unavailable(OperationalError("no such table: x"))
+    assert not database.is_unavailable(LOCKED)
+    assert not database.is_unavailable(ValueError("connection already closed"))
 
 
 @pytest.fixture
@@ -133,3 +140,33 @@ def test_refresh_rotation_that_times_out_changes_nothing(client, flow, monkeypat
     retried = post_form(client, "/oauth2/token", {"grant_type": "refresh_token", "client_id": flow.app.client_id,
                                                   "refresh_token": tokens["refresh_token"]})
     assert retried.status_code == 200, retried.content
+
+
+class FailsOnTheWayOut:
+    """A middleware after ``DatabaseBusyMiddleware`` whose database write fails after the view
+    (as ``SessionMiddleware`` saving the session does when the database went away mid-request)."""
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        response = self.get_response(request)
+        if request.path == "/oauth2/authorize":
+            raise LOCKED
+        return response
+
+
+def test_a_database_error_raised_after_the_view_is_a_503_too(public_client, settings, caplog) -> None:
+    """Django turns an exception of a later middleware into its 500 page before any
+    ``process_exception`` sees it; the 503 must not depend on where the error was raised."""
+    client = Client(raise_request_exception=False)  # as a server: the exception becomes a response
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "tests.oauth.test_database_busy.FailsOnTheWayOut"]
+    verifier, challenge = pkce_pair()
+    response = client.get("/oauth2/authorize", {
+        "response_type": "code", "client_id": public_client.client_id, "redirect_uri": public_client.redirect_uris,
+        "scope": "openid", "code_challenge": challenge, "code_challenge_method": "S256"})
+    assert_busy(response)
+    assert response["Content-Type"].startswith("text/html") and b"Temporarily unavailable" in response.content
+    assert "database busy, answered 503: GET /oauth2/authorize" in caplog.text
+    other = client.get("/.well-known/openid-configuration")
+    assert other.status_code == 200  # only the failing request is answered 503
