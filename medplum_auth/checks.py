@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -57,6 +58,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         ))
     errors.extend(check_token_lifetimes())
     errors.extend(check_bundle_limits())
+    errors.extend(check_registration_settings())
+    return errors
+
+
+def check_registration_settings() -> list[checks.CheckMessage]:
+    """W016: open client registration is on, or names no project; PAR_LIFETIME out of RFC 9126's range."""
+    errors: list[checks.CheckMessage] = []
+    open_project = auth_settings.OPEN_CLIENT_REGISTRATION
+    if open_project is not None:
+        try:
+            uuid.UUID(str(open_project))
+        except ValueError:
+            message = f"OPEN_CLIENT_REGISTRATION is {open_project!r}, not a project id: registration needs a token."
+        else:
+            message = (f"OPEN_CLIENT_REGISTRATION is on: anyone who reaches /oauth2/register can create clients "
+                       f"in project {open_project}.")
+        errors.append(checks.Warning(message, hint="Use initial access tokens (medplum_create_registration_token) "
+                                     "and remove the setting, except for a sandbox project.",
+                                     id="medplum_auth.W016"))
+    lifetime = auth_settings.PAR_LIFETIME
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int) or not 5 <= lifetime <= 600:
+        errors.append(checks.Warning(
+            f"PAR_LIFETIME is {lifetime!r}: a pushed authorization request should live 5 to 600 seconds "
+            "(RFC 9126 §2.2).", hint=f"Remove the setting (default {DEFAULTS['PAR_LIFETIME']}).",
+            id="medplum_auth.W016"))
     return errors
 
 

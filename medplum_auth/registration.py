@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,11 +55,9 @@ class Grant:
 def authorize_registration(bearer: str | None) -> Grant:
     """The project an initial access token registers into; ``invalid_token`` (401) if none."""
     if not bearer:
-        open_project = auth_settings.OPEN_CLIENT_REGISTRATION
-        if open_project:
-            project = Project.objects.filter(pk=open_project, active=True).first()
-            if project is not None:
-                return Grant(project, None)
+        project = _open_project()
+        if project is not None:
+            return Grant(project, None)
         raise RegistrationError("invalid_token", "An initial access token is required.", 401)
     row = (RegistrationToken.objects.select_related("project", "access_policy")
            .filter(digest=_digest(bearer), revoked_at__isnull=True, project__active=True)
@@ -66,6 +65,15 @@ def authorize_registration(bearer: str | None) -> Grant:
     if row is None:
         raise RegistrationError("invalid_token", "The initial access token is unknown, expired or revoked.", 401)
     return Grant(row.project, row.access_policy)
+
+
+def _open_project() -> Project | None:
+    """The active project ``OPEN_CLIENT_REGISTRATION`` names, if any (a malformed id names none: W016)."""
+    try:
+        project_id = uuid.UUID(str(auth_settings.OPEN_CLIENT_REGISTRATION))
+    except ValueError:
+        return None
+    return Project.objects.filter(pk=project_id, active=True).first()
 
 
 def _strings(data: dict[str, Any], name: str) -> list[str]:

@@ -275,3 +275,22 @@ def test_w025_bundle_limits(name, value, fires):
     assert ids(messages) == (["medplum_auth.W025"] if fires else [])
     if fires:
         assert name in messages[0].msg and messages[0].level == checks.WARNING
+
+
+@pytest.mark.parametrize("overrides, text", [
+    ({"OPEN_CLIENT_REGISTRATION": "6f1c2a0e-8f0b-4d7e-9a51-3b2b0c9d1e77"}, "OPEN_CLIENT_REGISTRATION is on"),
+    ({"OPEN_CLIENT_REGISTRATION": "Clinic"}, "not a project id"),
+    ({"PAR_LIFETIME": 0}, "PAR_LIFETIME is 0"),
+    ({"PAR_LIFETIME": 3600}, "PAR_LIFETIME is 3600"),
+    ({"PAR_LIFETIME": "90"}, "PAR_LIFETIME is '90'"),
+])
+def test_w016_registration_settings(overrides, text):
+    with override_settings(MEDPLUM_AUTH=overrides):
+        messages = check_settings()
+    assert ids(messages) == ["medplum_auth.W016"]
+    assert text in messages[0].msg and messages[0].level == checks.WARNING
+
+
+def test_w016_is_quiet_by_default():
+    with override_settings(MEDPLUM_AUTH={"PAR_LIFETIME": 90, "OPEN_CLIENT_REGISTRATION": None}):
+        assert "medplum_auth.W016" not in ids(check_settings())

@@ -88,6 +88,14 @@ def test_revoked_and_expired_tokens_register_nothing(client, oauth_project):
     assert SecurityEvent.objects.filter(event_type="registration_token.revoked").count() == 1
 
 
+@pytest.mark.parametrize("value", ["Clinic", "6f1c2a0e-8f0b-4d7e-9a51-3b2b0c9d1e77"])
+def test_open_registration_naming_no_project_needs_a_token(client, oauth_project, settings, value):
+    settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "OPEN_CLIENT_REGISTRATION": value}
+    response = register(client, {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"})
+    assert response.status_code == 401 and response.json()["error"] == "invalid_token"
+    assert not ClientApplication.objects.exists()
+
+
 def test_open_registration_setting_names_the_project(client, oauth_project, settings):
     settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "OPEN_CLIENT_REGISTRATION": str(oauth_project.pk)}
     response = register(client, {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"})
