@@ -108,6 +108,10 @@ def http_json(url: str, *, form: dict[str, str] | None = None, token: str | None
             status, body = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, body = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:  # not started yet, or gone: say so, not a 500
+        raise ProviderError("provider_unreachable",
+                            f"The identity provider at {url.split('?')[0]} cannot be reached ({exc}). "
+                            "Is it running? Try again in a moment.", 502) from None
     try:
         return status, json.loads(body or b"null")
     except ValueError:
