@@ -27,7 +27,6 @@ from django.core.files import File
 from django.core.files.storage import Storage, storages
 from django.db import transaction
 from django.http import FileResponse, HttpResponse
-from django.utils.http import http_date
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -38,11 +37,11 @@ from medplum_auth.contrib.rest_framework.exceptions import FhirError, InvalidRes
 from .interactions import base as _base
 from .interactions import if_match
 from .repository import Found, Repository
-from .views import FhirJSONParser, FhirView, _headers
+from .views import FhirJSONParser, FhirView, _headers, version_headers
 
 
 def _resource_headers(row: Any) -> dict[str, str]:
-    return {"ETag": f'W/"{row.version_id}"', "Last-Modified": http_date(row.last_updated.timestamp())}
+    return version_headers(row.version_id, row.last_updated)
 
 
 def _if_match(request: Any) -> int | None:
@@ -199,7 +198,7 @@ class BinaryInstanceView(FhirView):
     def get(self, request: Request, resource_id: str) -> HttpResponse:
         repo = self.repository()
         found = repo.read(BINARY, resource_id)
-        headers = _resource_headers(found) if found.last_updated else {"ETag": f'W/"{found.version_id}"'}
+        headers = _resource_headers(found)
         if _wants_json(request):
             return Response(_json(repo, found), headers=headers)
         stored = storage().open(_name(repo.project_id, found.resource_id, found.version_id), "rb")

@@ -116,16 +116,22 @@ class FhirView(APIView):
 
     def respond(self, answer: Answer) -> HttpResponse:
         """An interaction's :class:`~fhir_api.interactions.Answer` as the HTTP response."""
-        headers: dict[str, str] = {}
-        if answer.version_id is not None:
-            headers["ETag"] = f'W/"{answer.version_id}"'
-        if answer.last_updated is not None:
-            headers["Last-Modified"] = http_date(answer.last_updated.timestamp())
+        headers = version_headers(answer.version_id, answer.last_updated)
         if answer.location:
             headers["Location"] = answer.location
         if answer.text is not None:
             return self.json_response(answer.text, headers, answer.status)
         return Response(answer.body, status=answer.status, headers=headers)
+
+
+def version_headers(version_id: int | None, last_updated: Any) -> dict[str, str]:
+    """``ETag`` and ``Last-Modified`` of one version of a resource (each only if known)."""
+    headers: dict[str, str] = {}
+    if version_id is not None:
+        headers["ETag"] = f'W/"{version_id}"'
+    if last_updated is not None:
+        headers["Last-Modified"] = http_date(last_updated.timestamp())
+    return headers
 
 
 def _headers(request: Request) -> dict[str, str]:
