@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # the docs page's Swagger UI files, served from here (no CDN)
     "oauth2_provider",
     "medplum_auth",
     "project_admin",
@@ -179,6 +181,25 @@ if os.environ.get("MEDPLUM_AUDIT_RETENTION_DAYS"):
     MEDPLUM_AUTH["AUDIT_RETENTION_DAYS"] = int(os.environ["MEDPLUM_AUDIT_RETENTION_DAYS"])
 if os.environ.get("MEDPLUM_AUDIT_TOKEN_EVENTS") == "0":
     MEDPLUM_AUTH["AUDIT_TOKEN_EVENTS"] = False
+
+# OpenAPI 3 schema at /api/schema/ and its docs page at /api/schema/docs/ (config/urls.py), public like
+# Medplum's. The apps describe their endpoints as data (medplum_auth.contrib.openapi); the committed
+# copy is docs/openapi.yaml (regenerate: python manage.py spectacular --file docs/openapi.yaml).
+REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "django-medplum-auth",
+    "DESCRIPTION": "Medplum-compatible OAuth 2.0 / OpenID Connect / SMART-on-FHIR identity provider and FHIR R4 API.",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],  # public: no session lookup, no Basic challenge
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "PREPROCESSING_HOOKS": ["medplum_auth.contrib.openapi.drop_described_endpoints"],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "medplum_auth.contrib.openapi.add_described_operations"],
+}
 
 CORS_ALLOWED_ORIGINS: list[str] = env_list("CORS_ALLOWED_ORIGINS")
 # RFC 9700 §2.6: CORS MUST NOT be supported at the authorization endpoint (nor our sign-in pages).

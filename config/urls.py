@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from medplum_auth.views.account import AccountSignInView
 
@@ -13,5 +14,8 @@ urlpatterns = [
     path("admin/login/", AccountSignInView.as_view(), name="admin-login"),
     path("admin/", admin.site.urls),
     path("project-admin/", include("project_admin.urls")),
+    # The OpenAPI schema (YAML, or JSON with ?format=json) and its docs page: public, GET only.
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/schema/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-schema-docs"),
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
 ]
