@@ -6,6 +6,7 @@
     python3 dev.py cluster # two gunicorn instances on PostgreSQL (DATABASE_URL) + Redis behind a
                            # round-robin proxy on 127.0.0.1:8000, and the demo client
     python3 dev.py test    # venv + install + the whole test suite (extra args go to pytest)
+    python3 dev.py openapi # regenerate docs/openapi.yaml (validated; drf-spectacular warnings fail)
 
 The virtual environment lives in .venv and is reinstalled only when requirements.txt or
 pyproject.toml change.
@@ -147,13 +148,20 @@ them alternate. Ctrl-C stops everything.
             proc.wait(timeout=15)
 
 
+def openapi() -> None:
+    """Write the OpenAPI schema to docs/openapi.yaml (tests/test_openapi.py fails when it is stale)."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    run(PYTHON, "manage.py", "spectacular", "--file", "docs/openapi.yaml", "--validate", "--fail-on-warn", env=env)
+    print("Wrote docs/openapi.yaml")
+
+
 def test(extra: list[str]) -> None:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
     run(PYTHON, "-m", "pytest", *extra, env=env)
 
 
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in {"demo", "cluster", "test", "install"}:
+    if not argv or argv[0] not in {"demo", "cluster", "test", "install", "openapi"}:
         sys.exit(__doc__)
     ensure_venv()
     if argv[0] == "demo":
@@ -162,6 +170,8 @@ def main(argv: list[str]) -> None:
         cluster()
     elif argv[0] == "test":
         test(argv[1:])
+    elif argv[0] == "openapi":
+        openapi()
 
 
 if __name__ == "__main__":

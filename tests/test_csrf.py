@@ -68,6 +68,8 @@ EXEMPT = {
     "fhir_api:history": BEARER_API,
     "fhir_api:vread": BEARER_API,
     "fhir_api:not-found": BEARER_API,
+    "api-schema": "the public OpenAPI schema: GET only, reads nothing of the session",
+    "api-schema-docs": "the public OpenAPI docs page: GET only, reads nothing of the session",
 }
 
 CSRF_TOKEN = "k" * 32  # a CSRF secret as Django's cookie holds it (CSRF_SECRET_LENGTH)

@@ -4,7 +4,8 @@
 database pytest-django created), so the server and the tests see the same rows. The issuer comes
 from ``MEDPLUM_ISSUER`` as in production. Static files are served from the apps (no collectstatic),
 so the screenshots show the real styling. ``MEDPLUM_E2E_REDIS_URL`` gives the instances a shared
-Redis cache (throttle counters), as ``REDIS_URL`` does for the example site.
+Redis cache (throttle counters), as ``REDIS_URL`` does for the example site. ``MEDPLUM_E2E_AUTH``
+(JSON) overrides ``MEDPLUM_AUTH`` settings (the schemathesis run lifts the failure throttles).
 """
 
 import json
@@ -18,3 +19,5 @@ STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.s
 if os.environ.get("MEDPLUM_E2E_REDIS_URL"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                           "LOCATION": os.environ["MEDPLUM_E2E_REDIS_URL"]}}
+if os.environ.get("MEDPLUM_E2E_AUTH"):
+    MEDPLUM_AUTH = {**MEDPLUM_AUTH, **json.loads(os.environ["MEDPLUM_E2E_AUTH"])}  # noqa: F405

@@ -1,0 +1,141 @@
+"""The OpenAPI schema (issue 13, part 4): committed, valid, complete, and served.
+
+``docs/openapi.yaml`` is the generated schema checked in; a change to an app's
+``openapi_operations`` module (or to drf-spectacular) that is not regenerated fails here with the
+command to run. Every JSON route of ``medplum_auth`` and ``fhir_api`` must be described (the HTML
+pages of the sign-in flow are listed with the reason they are not), and every described operation
+must reach a view that answers its method. The live server is fuzzed over the schema in
+``tests/e2e/test_schemathesis.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from django.contrib.staticfiles import finders
+from django.core.management import call_command
+from django.urls import URLPattern, URLResolver, get_resolver, resolve
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "docs" / "openapi.yaml"
+REGENERATE = "python3 dev.py openapi"
+
+#: Routes that are browser pages (HTML forms and redirects), not JSON endpoints, and so not described.
+HTML_PAGES = {
+    "medplum_auth:authorize-resume": "the sign-in flow's return to /oauth2/authorize (a redirect)",
+    "medplum_auth:signin": "sign-in page",
+    "medplum_auth:profile": "profile chooser page",
+    "medplum_auth:mfa": "second-factor page",
+    "medplum_auth:mfa-webauthn": "security key step of the second-factor page",
+    "medplum_auth:account-security": "the user's second factors page",
+    "medplum_auth:account-signin": "the account page's sign-in",
+    "medplum_auth:account-webauthn": "security key registration of the account page",
+    "medplum_auth:consent": "consent page",
+    "medplum_auth:patient": "SMART patient picker page",
+    "medplum_auth:reset-password": "'Forgot password?' page",
+    "medplum_auth:set-password-done": "password set page",
+    "medplum_auth:set-password": "the emailed link's page",
+    "medplum_auth:account": "the user's apps and sessions page",
+    "fhir_api:not-found": "any other /fhir/R4 path: a 404 OperationOutcome",
+}
+SAMPLE = {"resource_type": "Observation", "resource_id": "abc-1", "version_id": "1", "client_id": "some-client"}
+
+
+def generated(tmp_path: Path, *options: str) -> str:
+    target = tmp_path / "openapi.yaml"
+    call_command("spectacular", "--file", str(target), *options)
+    return target.read_text()
+
+
+@pytest.fixture(scope="module")
+def schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return yaml.safe_load(generated(tmp_path_factory.mktemp("openapi")))
+
+
+def test_the_committed_schema_is_the_generated_one(tmp_path: Path) -> None:
+    assert COMMITTED.read_text() == generated(tmp_path), (
+        f"docs/openapi.yaml is out of date: regenerate it with `{REGENERATE}` and commit it")
+
+
+def test_the_schema_validates_without_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``manage.py spectacular --validate --fail-on-warn``: the OpenAPI 3 JSON schema, and no
+    drf-spectacular warning or error (it raises ``CommandError`` on either)."""
+    text = generated(tmp_path, "--validate", "--fail-on-warn")
+    captured = capsys.readouterr()
+    assert "Warning" not in captured.err and "Error" not in captured.err, captured.err
+    data = yaml.safe_load(text)
+    assert data["openapi"].startswith("3.")
+    assert len(data["paths"]) > 30
+
+
+def _routes() -> dict[str, list[str]]:
+    """``namespace:name`` → route segments of every medplum_auth and fhir_api URL."""
+    routes: dict[str, list[str]] = {}
+
+    def walk(resolver: URLResolver, prefix: list[str], namespace: str | None) -> None:
+        for entry in resolver.url_patterns:
+            if isinstance(entry, URLResolver):
+                walk(entry, [*prefix, str(entry.pattern)], entry.namespace or namespace)
+            elif isinstance(entry, URLPattern) and namespace in {"medplum_auth", "fhir_api"}:
+                routes[f"{namespace}:{entry.name}"] = [*prefix, str(entry.pattern)]
+
+    walk(get_resolver(), [], None)
+    return routes
+
+
+def _filled(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: SAMPLE[m.group(1)], path)
+
+
+def test_every_json_route_is_described_and_every_operation_reaches_its_view(schema: dict[str, Any]) -> None:
+    described: dict[str, set[str]] = {}
+    for path, item in schema["paths"].items():
+        match = resolve(_filled(path))
+        assert match.view_name != "fhir_api:not-found", f"{path} reaches no view"
+        described.setdefault(match.view_name, set()).update(item)
+        view = getattr(match.func, "view_class", None) or getattr(match.func, "cls", None)
+        if view is not None:  # a class-based view answers each described method (or dispatches itself)
+            for method in item:
+                assert hasattr(view, method) or "dispatch" in vars(view), (path, method, view)
+    missing = set(_routes()) - set(described) - set(HTML_PAGES)
+    assert not missing, f"JSON routes without an operation in an app's openapi_operations module: {missing}"
+    assert not set(HTML_PAGES) & set(described), "a listed HTML page is described: drop it from HTML_PAGES"
+
+
+@pytest.mark.parametrize("path, content_type", [("/api/schema/", "application/vnd.oai.openapi"),
+                                                ("/api/schema/?format=json", "application/vnd.oai.openapi+json")])
+def test_the_schema_is_public_and_matches_the_committed_file(client: Any, path: str, content_type: str) -> None:
+    """Public (Medplum publishes its OpenAPI too): no session, and credentials are not even looked at."""
+    response = client.get(path, HTTP_AUTHORIZATION="Basic bm90OnZhbGlk")
+    assert response.status_code == 200, response.content[:300]
+    assert response["Content-Type"].startswith(content_type)
+    assert response["X-Frame-Options"] == "DENY" and response["X-Content-Type-Options"] == "nosniff"
+    assert "Set-Cookie" not in response
+    served = json.loads(response.content) if "json" in content_type else yaml.safe_load(response.content)
+    assert served == yaml.safe_load(COMMITTED.read_text())
+
+
+def test_the_schema_views_answer_get_only(client: Any) -> None:
+    for path in ("/api/schema/", "/api/schema/docs/"):
+        response = client.post(path, {})
+        assert response.status_code == 405 and "GET" in response["Allow"], (path, response.status_code)
+
+
+def test_the_docs_page_uses_no_cdn(client: Any) -> None:
+    """Swagger UI from drf-spectacular-sidecar's static files: it works on a network without internet."""
+    response = client.get("/api/schema/docs/")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/html")
+    assert response["X-Frame-Options"] == "DENY"
+    page = response.content.decode()
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+    scripts = [s for s in sources if s.endswith(".js")]
+    assert scripts and all(s.startswith("/static/drf_spectacular_sidecar/") for s in scripts), sources
+    assert not [s for s in sources if s.startswith(("http:", "https:", "//"))], sources
+    for source in scripts:
+        assert finders.find(source.removeprefix("/static/")), f"{source} is not shipped"
+    assert "/api/schema/" in page
