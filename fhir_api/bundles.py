@@ -249,7 +249,7 @@ def process(repo: Repository, bundle: Any) -> Answer:
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise InvalidResource("POST [base] takes a Bundle", expression="Bundle")
     kind = bundle.get("type")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:  # {} or [] would not even hash
         raise InvalidResource(f"POST [base] takes a batch or transaction Bundle, not {kind!r}",
                               expression="Bundle.type")
     raw_entries = bundle.get("entry", [])

@@ -110,8 +110,9 @@ def answer(description: str, schema: dict[str, Any] | None = None, *media_types:
     return response
 
 
-def header(description: str, **schema: Any) -> dict[str, Any]:
-    return {"description": description, "schema": schema or {"type": "string"}}
+def header(description: str, required: bool = True, **schema: Any) -> dict[str, Any]:
+    """A response header; ``required`` (schemathesis checks that required ones are sent)."""
+    return {"description": description, "required": required, "schema": schema or {"type": "string"}}
 
 
 def path_parameter(name: str, description: str, **schema: Any) -> dict[str, Any]:

@@ -162,6 +162,8 @@ def test_oversized_bundles_are_refused_with_an_outcome(full_api, project1):
 @pytest.mark.parametrize("body", [
     "not json", [], {"resourceType": "Patient"}, {"resourceType": "Bundle", "type": "collection"},
     {"resourceType": "Bundle", "type": "batch", "entry": {}},
+    # issue 13 (schemathesis): an unhashable type was a 500 (TypeError in the `in KINDS` test)
+    {"resourceType": "Bundle", "type": {}, "entry": []}, {"resourceType": "Bundle", "type": ["batch"]},
 ])
 def test_unusable_bundles_are_400(full_api, body):
     assert_outcome(full_api.post("", body), 400, "invalid")
