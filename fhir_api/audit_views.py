@@ -62,6 +62,12 @@ class AuditEventView(FhirView):
         login = self.request.auth.login
         return bool(login.user_id and login.user.is_superuser)
 
+    @property
+    def allowed_methods(self) -> list[str]:
+        """The reads only (``Allow`` of every answer): the write handlers are there to answer 405
+        after authentication, not because writes are allowed."""
+        return ["GET", "HEAD", "OPTIONS"]
+
     def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Any:
         from rest_framework.exceptions import MethodNotAllowed
 

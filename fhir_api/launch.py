@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from medplum_auth.access import login_inputs
@@ -71,6 +72,7 @@ def search_patients(membership: Any, query: str = "", patient_id: str | None = N
     return [{"id": row.resource_id, "display": patient_display(row.content)} for row in page.rows]
 
 
+@csrf_exempt  # public and GET only: any other method is a 405, not the CSRF failure page
 @require_GET
 def smart_styles(request: HttpRequest) -> JsonResponse:
     """``.well-known/smart-styles.json``: public, readable from any origin, like smart-configuration."""

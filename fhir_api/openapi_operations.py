@@ -87,8 +87,8 @@ SEARCH = [query_parameter(name, description, **schema) for name, description, sc
 RESOURCE_BODY = body(ref("Resource"), *FHIR_TYPES)
 IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
             "description": 'W/"<versionId>": update only that version (optimistic locking)'}
-BINARY_CONTENT = {"description": "Raw content of any type (its Content-Type is kept), or a FHIR Binary resource",
-                  "required": True, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+BINARY_CONTENT = {"description": "Raw content of any type (its Content-Type is kept; empty is an empty file), "
+                                 "or a FHIR Binary resource", "required": False, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
 
 PATHS: dict[str, Any] = {
     "/fhir/R4/metadata": {"get": {

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.http import http_date
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from rest_framework import exceptions
 from rest_framework.negotiation import BaseContentNegotiation
@@ -260,6 +261,7 @@ class NotFoundView(MetadataView):
     post = put = patch = delete = get
 
 
+@csrf_exempt  # public and GET only: any other method is a 405, not the CSRF failure page
 @require_GET
 def smart_configuration(request: HttpRequest) -> JsonResponse:
     """SMART App Launch 2.2 §2.1: JSON whatever the ``Accept`` header, readable from any origin."""

@@ -110,19 +110,23 @@ LOGOUT = oauth(
     parameters=[query_parameter(name, f"RP-initiated logout: {name}") for name in
                 ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")])
 
+AUTHORIZE = oauth(
+    "Authorization request (RFC 6749 §4.1.1)",
+    "Browser endpoint: answers the sign-in flow's HTML pages or a redirect to the client's registered "
+    "`redirect_uri` with `code`, `state` and `iss` (or `error`). An unknown client or redirect URI is an "
+    "HTML 400 page, never a redirect. With `request_uri` (RFC 9126) the pushed parameters are used.",
+    {"200": answer("An HTML page of the sign-in flow", {"type": "string"}, "text/html"),
+     "302": answer("To the sign-in page, or to the client's redirect_uri with the result",
+                   headers={"Location": header("Where to go")}),
+     "400": answer("Invalid client or redirect URI (HTML page)", {"type": "string"}, "text/html")},
+    security=[{}],
+    parameters=[query_parameter(name, f"RFC 6749 / OIDC / SMART `{name}`")
+                for name in (*AUTHORIZATION_PARAMETERS, "request_uri")])
+
 PATHS: dict[str, Any] = {
-    "/oauth2/authorize": {"get": oauth(
-        "Authorization request (RFC 6749 §4.1.1)",
-        "Browser endpoint: answers the sign-in flow's HTML pages or a redirect to the client's registered "
-        "`redirect_uri` with `code`, `state` and `iss` (or `error`). An unknown client or redirect URI is an "
-        "HTML 400 page, never a redirect. With `request_uri` (RFC 9126) the pushed parameters are used.",
-        {"200": answer("An HTML page of the sign-in flow", {"type": "string"}, "text/html"),
-         "302": answer("To the sign-in page, or to the client's redirect_uri with the result",
-                       headers={"Location": header("Where to go")}),
-         "400": answer("Invalid client or redirect URI (HTML page)", {"type": "string"}, "text/html")},
-        security=[{}],
-        parameters=[query_parameter(name, f"RFC 6749 / OIDC / SMART `{name}`")
-                    for name in (*AUTHORIZATION_PARAMETERS, "request_uri")])},
+    "/oauth2/authorize": {"get": AUTHORIZE, "post": {
+        **AUTHORIZE, "parameters": [], "requestBody": body(strings(*AUTHORIZATION_PARAMETERS, "request_uri"), FORM),
+        "summary": "Authorization request sent as a form (OIDC Core §3.1.2.1)"}},
     "/oauth2/token": {"post": oauth(
         "Token endpoint (RFC 6749 §3.2)",
         "`authorization_code` (with PKCE `code_verifier`), `refresh_token` (rotated) and `client_credentials`. "

@@ -343,6 +343,13 @@ def test_another_projects_admin_sees_none(client, some_events):
     assert response.status_code == 404 and response.json()["resourceType"] == "OperationOutcome"
 
 
+@pytest.mark.parametrize("path", ["/fhir/R4/AuditEvent", "/fhir/R4/AuditEvent/1"])
+def test_options_allows_only_reads(client, admin_api, path):
+    """RFC 9110 §9.3.7 / §10.2.1: Allow lists what the resource answers (issue 13, schemathesis)."""
+    response = client.options(path, HTTP_AUTHORIZATION=f"Bearer {admin_api.token}")
+    assert response.status_code == 200 and response["Allow"] == "GET, HEAD, OPTIONS", response.headers
+
+
 def test_no_token_is_401(client, some_events):
     assert client.get("/fhir/R4/AuditEvent").status_code == 401
 
@@ -354,6 +361,7 @@ def test_never_writable(client, admin_api, some_events, method):
                                        HTTP_AUTHORIZATION=f"Bearer {admin_api.token}")
     assert response.status_code == 405, response.content
     assert response.json()["resourceType"] == "OperationOutcome"
+    assert response["Allow"] == "GET, HEAD, OPTIONS"  # issue 13 (schemathesis): it listed the writes too
     assert SecurityEvent.objects.count() == len(some_events) + SecurityEvent.objects.filter(project=None).count()
 
 

@@ -34,6 +34,7 @@ from tests.factories import (
 NAMESPACES = {"medplum_auth", "project_admin", "fhir_api", None}  # None: the example site's own URLs
 
 BEARER_API = "JSON/FHIR API: authenticated by a Bearer token, client credentials or a login id, never the session"
+PUBLIC_DOCUMENT = "public GET-only document: any other method is 405 (not the CSRF page), no session is read"
 EXEMPT = {
     "medplum_auth:authorize": "OIDC Core §3.1.2.1 POST authorization requests come from other sites; "
                               "the decision is taken on /oauth2/consent, which is protected",
@@ -68,6 +69,13 @@ EXEMPT = {
     "fhir_api:history": BEARER_API,
     "fhir_api:vread": BEARER_API,
     "fhir_api:not-found": BEARER_API,
+    "medplum_auth:openid-configuration": PUBLIC_DOCUMENT,
+    "medplum_auth:oauth-authorization-server": PUBLIC_DOCUMENT,
+    "medplum_auth:jwks": PUBLIC_DOCUMENT,
+    "fhir_api:smart-configuration": PUBLIC_DOCUMENT,
+    "fhir_api:fhir-smart-configuration": PUBLIC_DOCUMENT,
+    "fhir_api:smart-styles": PUBLIC_DOCUMENT,
+    "fhir_api:fhir-smart-styles": PUBLIC_DOCUMENT,
     "api-schema": "the public OpenAPI schema: GET only, reads nothing of the session",
     "api-schema-docs": "the public OpenAPI docs page: GET only, reads nothing of the session",
 }

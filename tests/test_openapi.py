@@ -19,6 +19,7 @@ import pytest
 import yaml
 from django.contrib.staticfiles import finders
 from django.core.management import call_command
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,3 +140,14 @@ def test_the_docs_page_uses_no_cdn(client: Any) -> None:
     for source in scripts:
         assert finders.find(source.removeprefix("/static/")), f"{source} is not shipped"
     assert "/api/schema/" in page
+
+
+@pytest.mark.spec("RFC 9110 §15.5.6")
+@pytest.mark.parametrize("path", ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
+                                  "/.well-known/jwks.json", "/.well-known/smart-configuration",
+                                  "/fhir/R4/.well-known/smart-configuration", "/.well-known/smart-styles.json"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "QUERY"])
+def test_public_documents_answer_other_methods_405(db: Any, path: str, method: str) -> None:
+    """Issue 13 (schemathesis): they answered Django's 403 CSRF failure page to any unsafe method."""
+    response = Client(enforce_csrf_checks=True).generic(method, path)
+    assert response.status_code == 405 and response["Allow"] == "GET", (response.status_code, response.content[:200])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from .. import keys, tokens
@@ -60,6 +61,7 @@ def metadata() -> dict[str, Any]:
     }
 
 
+@csrf_exempt  # public and GET only: any other method is a 405, not the CSRF failure page
 @require_GET
 def openid_configuration(request: HttpRequest) -> JsonResponse:
     return _public_json(metadata())
@@ -74,6 +76,7 @@ def openid_configuration(request: HttpRequest) -> JsonResponse:
 JWKS_MAX_AGE = 300
 
 
+@csrf_exempt  # public and GET only: any other method is a 405, not the CSRF failure page
 @require_GET
 def jwks(request: HttpRequest) -> HttpResponse:
     """RFC 7517 §5, from memory (``keys.jwks_document``: rebuilt within 30 s of a change anywhere)."""

@@ -39,13 +39,15 @@ class LogoutView(View):
 
     http_method_names = ["get", "post", "options"]
 
-    def dispatch(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+    def get(self, request: HttpRequest) -> HttpResponse:
         if "HTTP_AUTHORIZATION" in request.META:
             return self.bearer_logout(request)
         # A valid id_token_hint proves the RP sent the request; without one, the POST is our own
         # confirmation form and must carry our CSRF token.
         hinted = bool((request.POST if request.method == "POST" else request.GET).get("id_token_hint"))
         return auth_page(self.rp_logout if hinted else csrf_protect(self.rp_logout))(request)
+
+    post = get  # Django's dispatch answers OPTIONS (Allow: GET, POST, OPTIONS) and 405 for other methods
 
     def bearer_logout(self, request: HttpRequest) -> HttpResponse:
         context = bearer_context(request)

@@ -99,6 +99,10 @@ def authorization(operation: Any, credentials: dict[str, str]) -> dict[str, str]
 #: collection so that each operation is a test of its own.
 SCHEMA = schemathesis.openapi.from_path(str(ROOT / "docs" / "openapi.yaml"), config=schemathesis.Config.from_dict({
     "seed": SEED, "suppress-health-check": ["all"],
+    # A request the schema forbids must be refused with a 4xx; FHIR's precondition and conflict
+    # answers (409, 412) and 405/413/415 are refusals too (schemathesis' default list lacks them).
+    "checks": {"negative_data_rejection": {"expected-statuses": [
+        "400", "401", "403", "404", "405", "406", "409", "410", "412", "413", "415", "422", "428", "429"]}},
     "generation": {"mode": "all", "max-examples": EXAMPLES},
     "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True},
                "stateful": {"enabled": False}}}))

@@ -228,6 +228,16 @@ def test_medplum_logout(client, signed_in):
     assert "_auth_user_id" not in client.session  # the browser session ended too
 
 
+@pytest.mark.spec("RFC 9110 §15.5.6")
+@pytest.mark.parametrize("method", ["put", "delete", "patch", "trace"])
+def test_logout_answers_only_get_and_post(client, signed_in, method):
+    """Issue 13 (schemathesis): any method signed out, e.g. TRACE with the Bearer token was a 200."""
+    response = client.generic(method.upper(), "/oauth2/logout", **bearer(signed_in["access_token"]))
+    assert response.status_code == 405 and response["Allow"] == "GET, POST, OPTIONS", response.status_code
+    assert login_of(signed_in["access_token"]).revoked_at is None
+    assert client.options("/oauth2/logout")["Allow"] == "GET, POST, OPTIONS"
+
+
 def test_medplum_logout_leaves_another_users_session(client, signed_in):
     other_browser = Client()
     response = other_browser.post("/oauth2/logout", "{}", content_type="application/json",
