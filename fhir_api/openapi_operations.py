@@ -88,7 +88,8 @@ RESOURCE_BODY = body(ref("Resource"), *FHIR_TYPES)
 IF_MATCH = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
             "description": 'W/"<versionId>": update only that version (optimistic locking)'}
 BINARY_CONTENT = {"description": "Raw content of any type (its Content-Type is kept; empty is an empty file), "
-                                 "or a FHIR Binary resource", "required": False, "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
+                                 "or a FHIR Binary resource", "required": False,
+                  "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}}
 
 PATHS: dict[str, Any] = {
     "/fhir/R4/metadata": {"get": {

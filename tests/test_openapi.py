@@ -10,6 +10,7 @@ must reach a view that answers its method. The live server is fuzzed over the sc
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
@@ -47,31 +48,31 @@ HTML_PAGES = {
 SAMPLE = {"resource_type": "Observation", "resource_id": "abc-1", "version_id": "1", "client_id": "some-client"}
 
 
-def generated(tmp_path: Path, *options: str) -> str:
-    target = tmp_path / "openapi.yaml"
-    call_command("spectacular", "--file", str(target), *options)
-    return target.read_text()
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """``manage.py spectacular --validate --fail-on-warn``: the schema's text and what the command
+    printed. ``--validate`` checks it against the OpenAPI 3 JSON schema; ``--fail-on-warn`` raises
+    ``CommandError`` on any drf-spectacular warning or error."""
+    target = tmp_path_factory.mktemp("openapi") / "openapi.yaml"
+    out, err = io.StringIO(), io.StringIO()
+    call_command("spectacular", "--file", str(target), "--validate", "--fail-on-warn", stdout=out, stderr=err)
+    return target.read_text(), out.getvalue() + err.getvalue()
 
 
 @pytest.fixture(scope="module")
-def schema(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return yaml.safe_load(generated(tmp_path_factory.mktemp("openapi")))
+def schema(generated: tuple[str, str]) -> dict[str, Any]:
+    return yaml.safe_load(generated[0])
 
 
-def test_the_committed_schema_is_the_generated_one(tmp_path: Path) -> None:
-    assert COMMITTED.read_text() == generated(tmp_path), (
+def test_the_committed_schema_is_the_generated_one(generated: tuple[str, str]) -> None:
+    assert COMMITTED.read_text() == generated[0], (
         f"docs/openapi.yaml is out of date: regenerate it with `{REGENERATE}` and commit it")
 
 
-def test_the_schema_validates_without_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``manage.py spectacular --validate --fail-on-warn``: the OpenAPI 3 JSON schema, and no
-    drf-spectacular warning or error (it raises ``CommandError`` on either)."""
-    text = generated(tmp_path, "--validate", "--fail-on-warn")
-    captured = capsys.readouterr()
-    assert "Warning" not in captured.err and "Error" not in captured.err, captured.err
-    data = yaml.safe_load(text)
-    assert data["openapi"].startswith("3.")
-    assert len(data["paths"]) > 30
+def test_the_schema_validates_without_warnings(generated: tuple[str, str], schema: dict[str, Any]) -> None:
+    assert "Warning" not in generated[1] and "Error" not in generated[1], generated[1]
+    assert schema["openapi"].startswith("3.")
+    assert len(schema["paths"]) > 30
 
 
 def _routes() -> dict[str, list[str]]:
