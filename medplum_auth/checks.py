@@ -242,3 +242,27 @@ def check_admin_sign_in(app_configs: Any = None, **kwargs: Any) -> list[checks.C
         hint='Route it to ours before admin.site.urls: path("admin/login/", '
              "medplum_auth.views.account.AccountSignInView.as_view()).", id="medplum_auth.W013",
     )]
+
+
+OPENAPI_HOOKS = {"PREPROCESSING_HOOKS": "medplum_auth.contrib.openapi.drop_described_endpoints",
+                 "POSTPROCESSING_HOOKS": "medplum_auth.contrib.openapi.add_described_operations"}
+
+
+@checks.register(checks.Tags.compatibility)
+def check_openapi_hooks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W030: with drf-spectacular installed but not our hooks, its schema leaves out every endpoint
+    the apps describe (``openapi_operations``) and guesses wrongly at the FHIR views."""
+    from django.apps import apps
+
+    if not apps.is_installed("drf_spectacular"):
+        return []
+    configured = getattr(settings, "SPECTACULAR_SETTINGS", None) or {}
+    missing = [f"{name}: {hook}" for name, hook in OPENAPI_HOOKS.items() if hook not in configured.get(name, [])]
+    if not missing:
+        return []
+    return [checks.Warning(
+        "drf-spectacular is installed, but SPECTACULAR_SETTINGS lacks medplum_auth's hooks, so its schema "
+        "leaves out the OAuth, auth API and FHIR endpoints: " + "; ".join(missing) + ".",
+        hint='Add them as config/settings.py does (keep "drf_spectacular.hooks.postprocess_schema_enums" '
+             "first among the postprocessing hooks).", id="medplum_auth.W030",
+    )]

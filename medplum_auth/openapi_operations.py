@@ -86,6 +86,12 @@ def oauth(summary: str, description: str, responses: dict[str, Any], *, request:
     return operation
 
 
+def client_authenticated(summary: str, description: str, success: dict[str, Any],
+                         request: dict[str, Any]) -> dict[str, Any]:
+    """A form POST authenticated as at the token endpoint, with its RFC 6749 errors (400, 401, 429)."""
+    return {"post": oauth(summary, description, {**success, **OAUTH_ERRORS}, request=request, security=CLIENT_AUTH)}
+
+
 def _public_get(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"get": {"tags": [DISCOVERY], "summary": summary, "security": [{}],
                     "responses": {"200": answer(summary, schema, headers={
@@ -127,19 +133,17 @@ PATHS: dict[str, Any] = {
     "/oauth2/authorize": {"get": AUTHORIZE, "post": {
         **AUTHORIZE, "parameters": [], "requestBody": body(strings(*AUTHORIZATION_PARAMETERS, "request_uri"), FORM),
         "summary": "Authorization request sent as a form (OIDC Core §3.1.2.1)"}},
-    "/oauth2/token": {"post": oauth(
+    "/oauth2/token": client_authenticated(
         "Token endpoint (RFC 6749 §3.2)",
         "`authorization_code` (with PKCE `code_verifier`), `refresh_token` (rotated) and `client_credentials`. "
         "Clients authenticate with `client_secret_basic`, `client_secret_post`, `private_key_jwt` or, public "
         "clients, by `client_id`. Errors are RFC 6749 §5.2 error objects.",
-        {"200": answer("Tokens", ref("TokenResponse"), headers=NO_STORE), **OAUTH_ERRORS},
-        request=TOKEN_REQUEST, security=CLIENT_AUTH)},
-    "/oauth2/par": {"post": oauth(
+        {"200": answer("Tokens", ref("TokenResponse"), headers=NO_STORE)}, TOKEN_REQUEST),
+    "/oauth2/par": client_authenticated(
         "Pushed authorization request (RFC 9126)",
         "The authorization request's parameters, client-authenticated as at the token endpoint; the answer's "
         "`request_uri` is single use, for this client, within `expires_in` seconds.",
-        {"201": answer("Pushed", ref("PushedAuthorizationResponse"), headers=NO_STORE), **OAUTH_ERRORS},
-        request=PAR_REQUEST, security=CLIENT_AUTH)},
+        {"201": answer("Pushed", ref("PushedAuthorizationResponse"), headers=NO_STORE)}, PAR_REQUEST),
     "/oauth2/register": {"post": oauth(
         "Dynamic client registration (RFC 7591)",
         "Client metadata, authorized by an initial access token (Project Admin's **Client registration** page "
@@ -168,16 +172,14 @@ PATHS: dict[str, Any] = {
                          "401": ref("RegistrationUnauthorized", "responses")},
                         security=[{"registrationAccessToken": []}]),
     },
-    "/oauth2/introspect": {"post": oauth(
+    "/oauth2/introspect": client_authenticated(
         "Token introspection (RFC 7662)",
         "A confidential client of the token's project asks whether an access or refresh token is active.",
         {"200": answer("Active (with its claims) or `{\"active\": false}`", ref("IntrospectionResponse"),
-                       headers=NO_STORE), **OAUTH_ERRORS},
-        request=TOKEN_FORM, security=CLIENT_AUTH)},
-    "/oauth2/revoke": {"post": oauth(
+                       headers=NO_STORE)}, TOKEN_FORM),
+    "/oauth2/revoke": client_authenticated(
         "Token revocation (RFC 7009)", "A client revokes its own access or refresh token and the token's family.",
-        {"200": answer("Revoked, or the token was unknown (RFC 7009 §2.2)"), **OAUTH_ERRORS},
-        request=TOKEN_FORM, security=CLIENT_AUTH)},
+        {"200": answer("Revoked, or the token was unknown (RFC 7009 §2.2)")}, TOKEN_FORM),
     "/oauth2/userinfo": {"get": USERINFO, "post": {**USERINFO, "operationId": "oauth2_userinfo_post"}},
     "/oauth2/logout": {"get": LOGOUT, "post": {**LOGOUT, "operationId": "oauth2_logout_post"}},
     "/.well-known/openid-configuration": _public_get("OpenID Provider metadata", ref("ProviderMetadata")),

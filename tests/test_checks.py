@@ -9,7 +9,13 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from medplum_auth.checks import check_client_token_lifetimes, check_deploy, check_settings, check_signing_key
+from medplum_auth.checks import (
+    check_client_token_lifetimes,
+    check_deploy,
+    check_openapi_hooks,
+    check_settings,
+    check_signing_key,
+)
 from medplum_auth.models import SigningKey
 from medplum_auth.services import ensure_signing_key
 from tests.factories import ClientApplicationFactory
@@ -294,3 +300,23 @@ def test_w016_registration_settings(overrides, text):
 def test_w016_is_quiet_by_default():
     with override_settings(MEDPLUM_AUTH={"PAR_LIFETIME": 90, "OPEN_CLIENT_REGISTRATION": None}):
         assert "medplum_auth.W016" not in ids(check_settings())
+
+
+@pytest.mark.parametrize("spectacular", [
+    {}, {"PREPROCESSING_HOOKS": ["medplum_auth.contrib.openapi.drop_described_endpoints"]},
+    {"POSTPROCESSING_HOOKS": ["medplum_auth.contrib.openapi.add_described_operations"]},
+])
+def test_w030_drf_spectacular_without_our_hooks(settings, spectacular):
+    assert check_openapi_hooks() == []  # the example site names both
+    settings.SPECTACULAR_SETTINGS = spectacular
+    messages = check_openapi_hooks()
+    assert [m.id for m in messages] == ["medplum_auth.W030"]
+    for name, hook in (("PREPROCESSING_HOOKS", "drop_described_endpoints"),
+                       ("POSTPROCESSING_HOOKS", "add_described_operations")):
+        assert (hook in messages[0].msg) == (hook not in str(spectacular.get(name, ""))), messages[0].msg
+
+
+def test_w030_quiet_without_drf_spectacular(settings):
+    settings.INSTALLED_APPS = [app for app in settings.INSTALLED_APPS if not app.startswith("drf_spectacular")]
+    settings.SPECTACULAR_SETTINGS = {}
+    assert check_openapi_hooks() == []
