@@ -258,7 +258,8 @@ class NotFoundView(MetadataView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         raise ResourceNotFound()
 
-    post = put = patch = delete = get
+    # OPTIONS too: DRF's default answered 200 with this view's metadata and an Allow of every method
+    post = put = patch = delete = options = get
 
 
 @csrf_exempt  # public and GET only: any other method is a 405, not the CSRF failure page

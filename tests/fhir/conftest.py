@@ -69,6 +69,9 @@ class Api:
     def delete(self, path: str, **extra: str):
         return self.client.delete(FHIR + path, **self._headers(extra))
 
+    def options(self, path: str, **extra: str):
+        return self.client.options(FHIR + path, **self._headers(extra))
+
 
 def seed(project: Any, content: dict[str, Any], resource_id: str | None = None) -> dict[str, Any]:
     """Store a resource as the system would (no policy); its stored content."""

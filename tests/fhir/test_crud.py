@@ -178,6 +178,13 @@ def test_unknown_type_is_404(full_api):
     assert_outcome(full_api.get("/patient/lowercase/x/y/z"), 404, "not-found")
 
 
+@pytest.mark.parametrize("path", ["/Patient/not,an,id", "/0/1/_history", "/patient/lowercase/x/y/z"])
+def test_options_of_an_unknown_path_is_404(full_api, path):
+    """Issue 13 (schemathesis): OPTIONS answered 200 with DRF's description of the catch-all view."""
+    body = assert_outcome(full_api.options(path), 404, "not-found")
+    assert "description" not in body and "renders" not in body
+
+
 def test_missing_resource_is_404(full_api):
     body = assert_outcome(full_api.get("/Patient/does-not-exist"), 404, "not-found")
     assert body["id"] == "not-found"
