@@ -19,7 +19,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 
-from . import audit, lookups, par, tokens
+from . import audit, dpop, lookups, par, tokens
 from . import launch as launch_utils
 from . import scopes as scope_utils
 from .access import login_inputs
@@ -182,6 +182,8 @@ def _check_extra_parameters(params: dict[str, str]) -> tuple[str, str] | None:
     aud = params.get("aud")
     if aud is not None and aud.rstrip("/") != auth_settings.fhir_base_url:
         return "invalid_request", "Invalid audience: aud must be this server's FHIR base URL."
+    if "dpop_jkt" in params and not dpop.valid_thumbprint(params["dpop_jkt"]):
+        return "invalid_request", "dpop_jkt must be the base64url SHA-256 thumbprint of a JWK (RFC 9449 §10)."
     return None
 
 
@@ -403,6 +405,7 @@ def complete(request: HttpRequest, rid: str | None, pending: dict[str, Any], mem
         "resource_scopes_withheld": withheld_all(pending["scopes"], granted),
         "remote_addr": audit.client_address(request),
         "user_agent": request.META.get("HTTP_USER_AGENT", ""),
+        "dpop_jkt": pending["params"].get("dpop_jkt", ""),  # RFC 9449 §10: binds the code to a DPoP key
     }
     if client is not None:
         credentials["client"] = client

@@ -269,6 +269,11 @@ class ClientApplication(AbstractApplication):
         help_text=_("Accept authorization requests only through /oauth2/par (RFC 9126): the request's "
                     "parameters are sent by the client itself, never through the browser."),
     )
+    dpop_bound_access_tokens = models.BooleanField(
+        _("require DPoP"), default=False,
+        help_text=_("Issue only DPoP-bound access tokens (RFC 9449): token requests without a DPoP proof are "
+                    "refused, and a stolen token is useless without the client's private key."),
+    )
 
     class Meta(AbstractApplication.Meta):
         swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"
@@ -462,6 +467,10 @@ class Login(models.Model):
     #: The user deselected every SMART resource scope the app asked for: the login reaches no FHIR
     #: data (a token without resource scopes would otherwise be governed by the policies alone).
     resource_scopes_withheld = models.BooleanField(_("data scopes withheld"), default=False)
+    #: RFC 7638 thumbprint of the DPoP key this login's grant is bound to (RFC 9449): the
+    #: authorization request's ``dpop_jkt`` until the code is redeemed, then a public client's
+    #: refresh-token key (confidential clients' refresh tokens are bound by client authentication).
+    dpop_jkt = models.CharField(_("DPoP key thumbprint"), max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["-created"]

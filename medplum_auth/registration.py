@@ -130,6 +130,9 @@ def clean_metadata(data: Any) -> dict[str, Any]:
         raise RegistrationError("invalid_client_metadata",
                                 f"Unsupported id_token_signed_response_alg: ID tokens are signed with "
                                 f"{auth_settings.SIGNING_ALGORITHM}.")
+    dpop_bound = data.get("dpop_bound_access_tokens", False)
+    if not isinstance(dpop_bound, bool):
+        raise RegistrationError("invalid_client_metadata", "dpop_bound_access_tokens must be a boolean.")
     name = data.get("client_name", "")
     if not isinstance(name, str) or len(name) > 255:
         raise RegistrationError("invalid_client_metadata", "client_name must be a string of at most 255 characters.")
@@ -141,6 +144,7 @@ def clean_metadata(data: Any) -> dict[str, Any]:
         "response_types": response_types,
         "token_endpoint_auth_method": method,
         "id_token_signed_response_alg": alg,
+        "dpop_bound_access_tokens": dpop_bound,
         **({"jwks": jwks} if jwks else {}),
         **({"jwks_uri": jwks_uri} if jwks_uri else {}),
     }
@@ -152,6 +156,7 @@ def _fields(metadata: dict[str, Any]) -> dict[str, Any]:
         "post_logout_redirect_uris": metadata["post_logout_redirect_uris"],
         "jwks": metadata.get("jwks"),
         "jwks_uri": metadata.get("jwks_uri", ""),
+        "dpop_bound_access_tokens": metadata["dpop_bound_access_tokens"],
     }
 
 
@@ -203,6 +208,7 @@ def stored_metadata(client: ClientApplication) -> dict[str, Any]:
         "response_types": ["code"],
         "token_endpoint_auth_method": method,
         "id_token_signed_response_alg": auth_settings.SIGNING_ALGORITHM,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         **({"jwks": client.jwks} if client.jwks else {}),
         **({"jwks_uri": client.jwks_uri} if client.jwks_uri else {}),
     }

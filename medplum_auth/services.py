@@ -54,7 +54,7 @@ CLIENT_UPDATE_FIELDS = frozenset({
     "name", "description", "status", "redirect_uris", "post_logout_redirect_uris", "allowed_origins",
     "launch_uri", "access_policy", "pkce_optional", "authorization_grant_type", "skip_authorization",
     "always_issue_refresh_token", "access_token_lifetime", "refresh_token_lifetime", "jwks_uri", "jwks",
-    "sign_in_text", "require_pushed_authorization_requests",
+    "sign_in_text", "require_pushed_authorization_requests", "dpop_bound_access_tokens",
 })
 
 _URI_LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris", "allowed_origins")
