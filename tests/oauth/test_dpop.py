@@ -433,3 +433,35 @@ def test_discovery_and_cors_advertise_dpop(db, client, settings):
     assert "dpop" in preflight["Access-Control-Allow-Headers"].lower().split(", ")
     response = client.get("/.well-known/openid-configuration", HTTP_ORIGIN="https://app.example.org")
     assert "DPoP-Nonce" in response["Access-Control-Expose-Headers"]
+
+
+# --- the per-client flag: dynamic registration (RFC 9449 §5.2) ---------------------------------
+
+
+def test_a_registered_client_can_require_dpop(client, oauth_project, patient, key):
+    import json
+
+    from medplum_auth import services
+    from medplum_auth.models import ClientApplication
+
+    _row, initial = services.create_registration_token(oauth_project)
+    bad = client.post("/oauth2/register", json.dumps({"redirect_uris": [REDIRECT_URI],
+                                                       "dpop_bound_access_tokens": "yes"}),
+                      content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {initial}")
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_client_metadata"
+    response = client.post("/oauth2/register", json.dumps({
+        "redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none", "dpop_bound_access_tokens": True}),
+        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {initial}")
+    assert response.status_code == 201, response.content
+    assert response.json()["dpop_bound_access_tokens"] is True
+    registered = ClientApplication.objects.get(client_id=response.json()["client_id"])
+    assert registered.dpop_bound_access_tokens is True
+    read = client.get(response.json()["registration_client_uri"].replace("http://127.0.0.1:8000", ""),
+                      HTTP_AUTHORIZATION=f"Bearer {response.json()['registration_access_token']}")
+    assert read.json()["dpop_bound_access_tokens"] is True
+
+    flow = Flow(client, registered)
+    code = obtain_code(flow)
+    assert_oauth_error(redeem(flow, code, None), "invalid_dpop_proof")
+    granted = redeem(flow, code, key.proof("POST", TOKEN))
+    assert granted.status_code == 200 and granted.json()["token_type"] == "DPoP"
