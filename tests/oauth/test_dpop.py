@@ -465,3 +465,12 @@ def test_a_registered_client_can_require_dpop(client, oauth_project, patient, ke
     assert_oauth_error(redeem(flow, code, None), "invalid_dpop_proof")
     granted = redeem(flow, code, key.proof("POST", TOKEN))
     assert granted.status_code == 200 and granted.json()["token_type"] == "DPoP"
+
+
+def test_a_proof_costs_no_database_statement(bound, key, django_assert_num_queries):
+    """The proof is checked from the request and the cache: userinfo stays one statement (the login)."""
+    http = Client()
+    assert dpop_get(http, USERINFO, bound, key.proof("GET", USERINFO, access_token=bound)).status_code == 200
+    with django_assert_num_queries(1):  # after the first request, which loaded the signing key
+        response = dpop_get(http, USERINFO, bound, key.proof("GET", USERINFO, access_token=bound))
+    assert response.status_code == 200
