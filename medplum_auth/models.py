@@ -264,6 +264,9 @@ class ClientApplication(AbstractApplication):
     #: SHA-256 of the RFC 7592 registration access token of a dynamically registered client.
     registration_access_digest = models.CharField(max_length=64, blank=True, default="", editable=False,
                                                   db_index=True)
+    #: What a dynamically registered client asked for and this model has no field for (RFC 7591
+    #: ``grant_types``, ``response_types``, ``token_endpoint_auth_method``): RFC 7592 reads return it.
+    registered_metadata = models.JSONField(null=True, blank=True, editable=False)
     require_pushed_authorization_requests = models.BooleanField(
         _("require pushed authorization requests"), default=False,
         help_text=_("Accept authorization requests only through /oauth2/par (RFC 9126): the request's "

@@ -123,7 +123,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
         if client is None or not client.is_confidential:
             return False
         try:
-            assertions.verify(assertion, client)
+            assertions.verify(assertion, client, endpoint=request.uri)
         except assertions.AssertionError_ as exc:
             log.info("client assertion refused client_id=%r reason=%s", client_id, exc)
             return False

@@ -50,6 +50,8 @@ class Grant:
 
     project: Project
     access_policy: Any
+    #: The initial access token's row (``None`` for open registration), for the audit trail.
+    token_id: int | None = None
 
 
 def authorize_registration(bearer: str | None) -> Grant:
@@ -64,7 +66,7 @@ def authorize_registration(bearer: str | None) -> Grant:
            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())).first())
     if row is None:
         raise RegistrationError("invalid_token", "The initial access token is unknown, expired or revoked.", 401)
-    return Grant(row.project, row.access_policy)
+    return Grant(row.project, row.access_policy, row.pk)
 
 
 def _open_project() -> Project | None:
@@ -150,6 +152,10 @@ def clean_metadata(data: Any) -> dict[str, Any]:
     }
 
 
+#: Registered metadata the model has no field for, kept as sent for RFC 7592 reads.
+KEPT_METADATA = ("grant_types", "response_types", "token_endpoint_auth_method")
+
+
 def _fields(metadata: dict[str, Any]) -> dict[str, Any]:
     return {
         "redirect_uris": metadata["redirect_uris"],
@@ -157,6 +163,7 @@ def _fields(metadata: dict[str, Any]) -> dict[str, Any]:
         "jwks": metadata.get("jwks"),
         "jwks_uri": metadata.get("jwks_uri", ""),
         "dpop_bound_access_tokens": metadata["dpop_bound_access_tokens"],
+        "registered_metadata": {name: metadata[name] for name in KEPT_METADATA},
     }
 
 
@@ -174,7 +181,9 @@ def register(grant: Grant, metadata: dict[str, Any]) -> dict[str, Any]:
         client, secret = services.create_client(
             grant.project, metadata["client_name"], redirect_uris=fields.pop("redirect_uris"), public=public,
             access_policy=grant.access_policy, description="Registered through /oauth2/register (RFC 7591).",
-            registration_source="dcr", registration_access_digest=_digest(token), **fields)
+            registration_source="dcr", registration_access_digest=_digest(token),
+            audit_detail={"registration": "RFC 7591", "registration_token": (
+                f"RegistrationToken/{grant.token_id}" if grant.token_id else None)}, **fields)
     except ValidationError as exc:
         raise _invalid(exc) from None
     body = describe(client, metadata)
@@ -194,19 +203,23 @@ def managed_client(client_id: str, bearer: str | None) -> ClientApplication:
 
 
 def stored_metadata(client: ClientApplication) -> dict[str, Any]:
-    """The client's metadata as registered and since edited (RFC 7592 §2.1)."""
+    """The client's metadata as registered and since edited (RFC 7592 §2.1).
+
+    Grant and response types and the authentication method are what the client registered; for
+    a client registered before they were kept, what its type allows.
+    """
     if client.is_confidential:
         method = "private_key_jwt" if (client.jwks or client.jwks_uri) else "client_secret_basic"
         grants = ["authorization_code", "refresh_token", "client_credentials"]
     else:
         method, grants = "none", ["authorization_code", "refresh_token"]
+    kept = {"grant_types": grants, "response_types": ["code"], "token_endpoint_auth_method": method,
+            **(client.registered_metadata or {})}
     return {
         "client_name": client.name,
         "redirect_uris": client.redirect_uris.split(),
         "post_logout_redirect_uris": client.post_logout_redirect_uris.split(),
-        "grant_types": grants,
-        "response_types": ["code"],
-        "token_endpoint_auth_method": method,
+        **{name: kept[name] for name in KEPT_METADATA},
         "id_token_signed_response_alg": auth_settings.SIGNING_ALGORITHM,
         "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         **({"jwks": client.jwks} if client.jwks else {}),

@@ -200,3 +200,51 @@ def test_command_prints_a_working_token_and_discovery_lists_the_endpoint(client,
     assert register(client, {"redirect_uris": [REDIRECT_URI]}, printed["registration_token"]).status_code == 201
     assert client.get("/.well-known/openid-configuration").json()["registration_endpoint"].endswith(
         "/oauth2/register")
+
+
+@pytest.mark.parametrize("metadata", [
+    {"token_endpoint_auth_method": "client_secret_post", "grant_types": ["authorization_code"]},
+    {"token_endpoint_auth_method": "none", "grant_types": ["authorization_code"]},
+    {"token_endpoint_auth_method": "client_secret_basic", "grant_types": ["client_credentials"],
+     "response_types": []},
+])
+def test_a_read_returns_the_metadata_as_registered(client, initial, metadata):
+    """RFC 7592 §2.1: the read returns all registered metadata, not what the client's type allows."""
+    sent = {"redirect_uris": [REDIRECT_URI], **metadata}
+    body = register(client, sent, initial).json()
+    read = client.get(f"{REGISTER}/{body['client_id']}",
+                      HTTP_AUTHORIZATION=f"Bearer {body['registration_access_token']}").json()
+    for name in ("token_endpoint_auth_method", "grant_types", "response_types"):
+        assert read[name] == body[name], name
+    assert read["token_endpoint_auth_method"] == metadata["token_endpoint_auth_method"]
+    assert read["grant_types"] == metadata["grant_types"]
+
+
+def test_an_update_replaces_the_kept_metadata_and_is_audited(client, initial):
+    body = register(client, {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "client_secret_post"},
+                    initial).json()
+    uri, auth = f"{REGISTER}/{body['client_id']}", {"HTTP_AUTHORIZATION": f"Bearer {body['registration_access_token']}"}
+    changed = {"client_id": body["client_id"], "redirect_uris": [REDIRECT_URI],
+               "grant_types": ["authorization_code", "refresh_token"]}
+    assert client.put(uri, json.dumps(changed), content_type="application/json", **auth).status_code == 200
+    read = client.get(uri, **auth).json()
+    # Omitted fields take their defaults again (RFC 7592 §2.2: the update replaces the metadata).
+    assert read["token_endpoint_auth_method"] == "client_secret_basic"
+    assert read["grant_types"] == ["authorization_code", "refresh_token"]
+    event = SecurityEvent.objects.get(event_type="client.updated")
+    assert event.detail["fields"] == ["registered_metadata"]
+
+
+def test_the_audit_trail_names_the_initial_access_token(client, oauth_project, settings):
+    row, token = services.create_registration_token(oauth_project, label="partner")
+    body = register(client, {"redirect_uris": [REDIRECT_URI]}, token).json()
+    created = ClientApplication.objects.get(client_id=body["client_id"])
+    event = SecurityEvent.objects.get(event_type="client.created", subject=created.reference)
+    assert event.project_id == oauth_project.pk
+    assert event.detail == {"public": False, "pkce_optional": False, "registration": "RFC 7591",
+                            "registration_token": f"RegistrationToken/{row.pk}"}
+    settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "OPEN_CLIENT_REGISTRATION": str(oauth_project.pk)}
+    opened = register(client, {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"}).json()
+    event = SecurityEvent.objects.get(subject=ClientApplication.reference_for(opened["client_id"]),
+                                      event_type="client.created")
+    assert event.detail["registration"] == "RFC 7591" and event.detail["registration_token"] is None
