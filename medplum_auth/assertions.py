@@ -61,7 +61,10 @@ def client_id_of(assertion: str) -> str | None:
 
 def client_keys(client: ClientApplication) -> jwk.JWKSet:
     if client.jwks:
-        return jwk.JWKSet.from_json(json.dumps(client.jwks))
+        try:
+            return jwk.JWKSet.from_json(json.dumps(client.jwks))
+        except (JWException, ValueError, TypeError):  # a malformed key the model let through: refused, never a 500
+            raise AssertionError_("invalid JWKS") from None
     if not client.jwks_uri:
         raise AssertionError_("client has no JWKS")
     cache_key = f"medplum_auth:jwks:{hashlib.sha256(client.jwks_uri.encode()).hexdigest()}"

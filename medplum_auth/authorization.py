@@ -133,8 +133,11 @@ def check_pushed(params: dict[str, str]) -> tuple[str, str] | None:
     """``(error, description)`` if ``params`` would be refused at the authorization endpoint.
 
     RFC 9126 §2.1: the PAR endpoint validates a pushed request as the authorization endpoint does
-    and answers errors itself (§2.3), so nothing invalid is stored.
+    and answers errors itself (§2.3), so nothing invalid is stored (nor NUL, which PostgreSQL's
+    JSON cannot hold).
     """
+    if any("\x00" in text for item in params.items() for text in item):
+        return "invalid_request", "Parameters must not contain NUL characters."
     try:
         get_server().validate_authorization_request(authorize_uri(params), "GET", None, {})
     except errors.FatalClientError as exc:

@@ -20,6 +20,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from jwcrypto import jwk
+from jwcrypto.common import JWException
 
 from . import services
 from .conf import auth_settings
@@ -85,6 +87,38 @@ def _strings(data: dict[str, Any], name: str) -> list[str]:
     return value
 
 
+def _has_control_characters(value: Any) -> bool:
+    """Whether a string, or any key or string in JSON ``value``, holds one (PostgreSQL cannot store NUL)."""
+    if isinstance(value, str):
+        return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    if isinstance(value, dict):
+        return any(_has_control_characters(k) or _has_control_characters(v) for k, v in value.items())
+    return isinstance(value, list) and any(_has_control_characters(item) for item in value)
+
+
+def _check_jwks(jwks: Any) -> None:
+    """A registered JWKS holds at least one public RSA or EC signing key and nothing secret.
+
+    Checked here, not only when an assertion arrives: a private or symmetric key sent by mistake
+    must not be stored (RFC 7591 §2: ``jwks`` holds the client's public keys), nor one no
+    assertion could ever be verified with.
+    """
+    if not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]):
+        raise RegistrationError("invalid_client_metadata", "jwks must be a JSON Web Key Set with at least one key.")
+    if _has_control_characters(jwks):
+        raise RegistrationError("invalid_client_metadata", "jwks must not contain control characters.")
+    for value in jwks["keys"]:
+        try:
+            key = jwk.JWK(**value) if isinstance(value, dict) else None
+        except (JWException, ValueError, TypeError):
+            key = None
+        if key is None or key.get("kty") not in {"RSA", "EC"}:
+            raise RegistrationError("invalid_client_metadata", "jwks keys must be valid RSA or EC keys (RFC 7517).")
+        if key.has_private:
+            raise RegistrationError("invalid_client_metadata", "jwks must hold public keys only: never send a "
+                                    "private key.")
+
+
 def clean_metadata(data: Any) -> dict[str, Any]:
     """Validated client metadata (RFC 7591 §2) with this server's defaults filled in."""
     if not isinstance(data, dict):
@@ -92,7 +126,7 @@ def clean_metadata(data: Any) -> dict[str, Any]:
     if "software_statement" in data:
         raise RegistrationError("invalid_software_statement", "Software statements are not supported.")
     method = data.get("token_endpoint_auth_method", "client_secret_basic")
-    if method not in AUTH_METHODS:
+    if not isinstance(method, str) or method not in AUTH_METHODS:
         raise RegistrationError("invalid_client_metadata", "Unsupported token_endpoint_auth_method.")
     grant_types = _strings(data, "grant_types") if "grant_types" in data else ["authorization_code"]
     response_types = _strings(data, "response_types") if "response_types" in data else (
@@ -123,9 +157,10 @@ def clean_metadata(data: Any) -> dict[str, Any]:
                                     "private_key_jwt needs exactly one of jwks and jwks_uri.")
     elif jwks or jwks_uri:
         raise RegistrationError("invalid_client_metadata", "jwks and jwks_uri are only for private_key_jwt.")
-    if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
-        raise RegistrationError("invalid_client_metadata", "jwks must be a JSON Web Key Set.")
-    if not isinstance(jwks_uri, str) or (jwks_uri and not jwks_uri.startswith("https://")):
+    if jwks is not None:
+        _check_jwks(jwks)
+    if not isinstance(jwks_uri, str) or (jwks_uri and not jwks_uri.startswith("https://")) or (
+            _has_control_characters(jwks_uri)):
         raise RegistrationError("invalid_client_metadata", "jwks_uri must be an https URL.")
     alg = data.get("id_token_signed_response_alg", auth_settings.SIGNING_ALGORITHM)
     if alg != auth_settings.SIGNING_ALGORITHM:
@@ -136,8 +171,9 @@ def clean_metadata(data: Any) -> dict[str, Any]:
     if not isinstance(dpop_bound, bool):
         raise RegistrationError("invalid_client_metadata", "dpop_bound_access_tokens must be a boolean.")
     name = data.get("client_name", "")
-    if not isinstance(name, str) or len(name) > 255:
-        raise RegistrationError("invalid_client_metadata", "client_name must be a string of at most 255 characters.")
+    if not isinstance(name, str) or len(name) > 255 or _has_control_characters(name):
+        raise RegistrationError("invalid_client_metadata",
+                                "client_name must be a string of at most 255 characters, no control characters.")
     return {
         "client_name": name.strip() or "Registered client",
         "redirect_uris": redirect_uris,

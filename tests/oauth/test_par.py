@@ -89,6 +89,10 @@ def test_wrong_secret_is_invalid_client_and_nothing_is_stored(client, confidenti
     ({"prompt": "sometimes"}, "invalid_request", "Unknown prompt"),
     ({"request_uri": PREFIX + "x"}, "invalid_request", "request_uri cannot be pushed"),
     ({"request": "eyJ.x.y"}, "request_not_supported", ""),
+    # PostgreSQL's JSON cannot hold NUL: refused before it is stored, never a 500.
+    ({"state": "a\x00b"}, "invalid_request", "NUL"),
+    ({"nonce": "\x00"}, "invalid_request", "NUL"),
+    ({"login_hint\x00": "x"}, "invalid_request", "NUL"),
 ])
 def test_an_invalid_request_is_refused_at_the_par_endpoint(client, flow, overrides, error, text):
     response = push(client, flow, **overrides)
@@ -182,3 +186,12 @@ def test_a_private_key_jwt_client_pushes_with_the_audiences_rfc_9126_names(clien
         assert PushedAuthorizationRequest.objects.get().client_id == app.pk
     else:
         assert response.json()["error"] == "invalid_client" and not PushedAuthorizationRequest.objects.exists()
+
+
+def test_a_push_authenticated_as_one_client_cannot_name_another(client, confidential_client, public_client):
+    """The body's client_id must be the authenticated client's: no request is stored for either."""
+    flow = Flow(client, confidential_client)
+    auth = {"HTTP_AUTHORIZATION": basic_auth(confidential_client.client_id, confidential_client.plaintext_secret)}
+    response = post_form(client, PAR, {**flow.params(), "client_id": public_client.client_id}, **auth)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+    assert not PushedAuthorizationRequest.objects.exists()

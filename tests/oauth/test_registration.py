@@ -10,6 +10,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from jwcrypto import jwk
 
 from medplum_auth import services
 from medplum_auth.models import ClientApplication, RegistrationToken, SecurityEvent
@@ -17,6 +18,7 @@ from tests.factories import AccessPolicyFactory, ProjectFactory
 from tests.oauth.conftest import REDIRECT_URI, Flow, basic_auth, post_form
 
 REGISTER = "/oauth2/register"
+PRIVATE_KEY = jwk.JWK.generate(kty="EC", crv="P-256", kid="registered", alg="ES256")
 pytestmark = pytest.mark.spec("RFC 7591, RFC 7592")
 
 
@@ -125,6 +127,34 @@ def test_open_registration_setting_names_the_project(client, oauth_project, sett
      "id_token_signed_response_alg"),
     ({"redirect_uris": [REDIRECT_URI], "software_statement": "eyJ.x.y"}, "invalid_software_statement", ""),
     ([REDIRECT_URI], "invalid_client_metadata", "JSON object"),
+    # Wrong JSON types and characters PostgreSQL cannot store: the RFC's error, never a 500.
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": ["none"]}, "invalid_client_metadata",
+     "token_endpoint_auth_method"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": {"a": 1}}, "invalid_client_metadata",
+     "token_endpoint_auth_method"),
+    ({"redirect_uris": ["https://app.example.org/cb\x00"]}, "invalid_redirect_uri", "control character"),
+    ({"redirect_uris": [REDIRECT_URI], "post_logout_redirect_uris": ["https://app.example.org/\x7f"]},
+     "invalid_redirect_uri", "control character"),
+    ({"redirect_uris": [REDIRECT_URI], "client_name": "App\x00"}, "invalid_client_metadata", "control characters"),
+    ({"redirect_uris": [REDIRECT_URI], "client_name": 7}, "invalid_client_metadata", "client_name"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+      "jwks_uri": "https://keys.example.org/\x00"}, "invalid_client_metadata", "jwks_uri"),
+    # private_key_jwt keys: public RSA or EC keys only, at least one.
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": []}},
+     "invalid_client_metadata", "at least one key"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt", "jwks": "keys"},
+     "invalid_client_metadata", "JSON Web Key Set"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+      "jwks": {"keys": [{"kty": "EC"}]}}, "invalid_client_metadata", "valid RSA or EC keys"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": ["x"]}},
+     "invalid_client_metadata", "valid RSA or EC keys"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+      "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}, "invalid_client_metadata", "valid RSA or EC keys"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+      "jwks": {"keys": [PRIVATE_KEY.export_private(as_dict=True)]}}, "invalid_client_metadata", "public keys only"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+      "jwks": {"keys": [{**PRIVATE_KEY.export_public(as_dict=True), "kid": "k\x00"}]}}, "invalid_client_metadata",
+     "control characters"),
 ])
 def test_bad_metadata_gets_the_rfc_7591_error(client, initial, metadata, error, text):
     response = register(client, metadata, initial)
@@ -248,3 +278,31 @@ def test_the_audit_trail_names_the_initial_access_token(client, oauth_project, s
     event = SecurityEvent.objects.get(subject=ClientApplication.reference_for(opened["client_id"]),
                                       event_type="client.created")
     assert event.detail["registration"] == "RFC 7591" and event.detail["registration_token"] is None
+
+
+@pytest.mark.parametrize("metadata", [
+    {"redirect_uris": ["http://127.0.0.1:5000/cb", "http://[::1]:5000/cb"], "token_endpoint_auth_method": "none"},
+    {"redirect_uris": [REDIRECT_URI], "id_token_signed_response_alg": "RS256"},
+    {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+     "jwks": {"keys": [PRIVATE_KEY.export_public(as_dict=True)]}},
+    {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+     "jwks_uri": "https://keys.example.org/jwks.json"},
+])
+def test_valid_metadata_is_registered_as_sent(client, initial, metadata):
+    """Loopback http redirect URIs (RFC 8252 §7.3), the signing algorithm, private_key_jwt with either key source."""
+    response = register(client, metadata, initial)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert {name: body[name] for name in metadata} == metadata
+    row = ClientApplication.objects.get(client_id=body["client_id"])
+    assert row.redirect_uri_list == metadata["redirect_uris"]
+    assert (row.jwks, row.jwks_uri) == (metadata.get("jwks"), metadata.get("jwks_uri", ""))
+    assert ("client_secret" in body) == (metadata.get("token_endpoint_auth_method") in (None, "client_secret_basic"))
+
+
+def test_a_token_of_an_inactive_project_registers_nothing(client, oauth_project):
+    _row, token = services.create_registration_token(oauth_project)
+    services.update_project(oauth_project, active=False)
+    response = register(client, {"redirect_uris": [REDIRECT_URI]}, token)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_token"
+    assert not ClientApplication.objects.exists()
