@@ -162,6 +162,11 @@ class MedplumOAuth2Validator(OAuth2Validator):
     def validate_grant_type(self, client_id: str, grant_type: str, client: Any, request: Any,
                             *args: Any, **kwargs: Any) -> bool:
         allowed = GRANT_TYPES_CONFIDENTIAL if client.is_confidential else GRANT_TYPES_ALL
+        registered = (client.registered_metadata or {}).get("grant_types")
+        if grant_type == "client_credentials" and isinstance(registered, list) and grant_type not in registered:
+            # RFC 7591 §2: a dynamically registered client acts for itself only if it registered that
+            # grant (a client registered for sign-ins gets no project-wide access of its own).
+            return False
         if grant_type in allowed and client.dpop_bound_access_tokens and not dpop_jkt(request):
             # RFC 9449 §5.2 (dpop_bound_access_tokens): after client authentication, for every grant.
             raise dpop_refused("This client must send a DPoP proof with its token requests (RFC 9449).", request)

@@ -306,3 +306,18 @@ def test_a_token_of_an_inactive_project_registers_nothing(client, oauth_project)
     response = register(client, {"redirect_uris": [REDIRECT_URI]}, token)
     assert response.status_code == 401 and response.json()["error"] == "invalid_token"
     assert not ClientApplication.objects.exists()
+
+
+def test_a_registered_client_uses_client_credentials_only_if_it_registered_that_grant(client, initial):
+    """A client registered for sign-ins cannot act for itself (RFC 7591 §2 grant_types)."""
+    signs_in = register(client, {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "client_secret_post"},
+                        initial).json()
+    acts = register(client, {"grant_types": ["client_credentials"], "response_types": [],
+                             "token_endpoint_auth_method": "client_secret_post"}, initial).json()
+    refused = post_form(client, "/oauth2/token", {"grant_type": "client_credentials",
+                                                  "client_id": signs_in["client_id"],
+                                                  "client_secret": signs_in["client_secret"]})
+    assert refused.status_code == 400 and refused.json()["error"] == "unauthorized_client"
+    granted = post_form(client, "/oauth2/token", {"grant_type": "client_credentials", "client_id": acts["client_id"],
+                                                  "client_secret": acts["client_secret"]})
+    assert granted.status_code == 200, granted.content
