@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from corsheaders import defaults as corsheaders_defaults
 from django.core.exceptions import ImproperlyConfigured
 
 from medplum_auth.database import with_sqlite_options
@@ -204,6 +205,9 @@ SPECTACULAR_SETTINGS = {
 CORS_ALLOWED_ORIGINS: list[str] = env_list("CORS_ALLOWED_ORIGINS")
 # RFC 9700 §2.6: CORS MUST NOT be supported at the authorization endpoint (nor our sign-in pages).
 CORS_URLS_REGEX = r"^/(?!oauth2/(?:authorize|signin|profile|patient|consent)(?:/|$)).*$"
+# Browser apps send DPoP proofs (RFC 9449) in a ``DPoP`` header and read the server's ``DPoP-Nonce``.
+CORS_ALLOW_HEADERS = (*corsheaders_defaults.default_headers, "dpop")
+CORS_EXPOSE_HEADERS = ["DPoP-Nonce", "WWW-Authenticate"]
 
 LOGGING = {
     "version": 1,

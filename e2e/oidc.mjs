@@ -3,7 +3,8 @@
 // in headless Chromium, full ID token validation (iss, aud, nonce, exp, signature via JWKS, RFC 9207
 // iss), UserInfo, refresh, revocation, prompt=none with the browser session, a pushed authorization
 // request (RFC 9126), dynamic client registration (RFC 7591) and sign-in with that client,
-// RP-initiated logout.
+// DPoP-bound tokens (RFC 9449, with server nonces) through PAR, code, refresh, a FHIR read and
+// UserInfo, RP-initiated logout.
 //
 // Env: E2E_ISSUER, E2E_CLIENT_ID, E2E_REGISTRATION_TOKEN, E2E_REDIRECT_URI, E2E_POST_LOGOUT_URI, E2E_EMAIL, E2E_PASSWORD,
 //      E2E_ARTIFACTS (screenshots), E2E_CHROMIUM.
@@ -122,6 +123,35 @@ await run(async () => {
     });
     const dcrClaims = dcrTokens.claims();
 
+    // 4d. DPoP (RFC 9449): a key pair of the client's; the pushed request carries a proof (which
+    // binds the code), the code exchange, the refresh and the FHIR read each their own. The server
+    // requires nonces: openid-client takes the DPoP-Nonce from the use_dpop_nonce error and retries.
+    const dpopKeys = await client.randomDPoPKeyPair('ES256');
+    const DPoP = client.getDPoPHandle(config, dpopKeys);
+    const verifierDpop = client.randomPKCECodeVerifier();
+    const stateDpop = client.randomState();
+    const dpopUrl = await client.buildAuthorizationUrlWithPAR(config, {
+      redirect_uri: redirectUri, scope: 'openid offline_access', state: stateDpop, prompt: 'none',
+      code_challenge: await client.calculatePKCECodeChallenge(verifierDpop), code_challenge_method: 'S256',
+    }, { DPoP });
+    const dpopBrowser = await browserAuthorize({ context, authorizeUrl: dpopUrl.href, redirectUri, email, password,
+                                                 expectSignIn: false });
+    const dpopTokens = await client.authorizationCodeGrant(config, new URL(dpopBrowser.callbackUrl), {
+      pkceCodeVerifier: verifierDpop, expectedState: stateDpop,
+    }, undefined, { DPoP });
+    const dpopRefreshed = await client.refreshTokenGrant(config, dpopTokens.refresh_token, undefined, { DPoP });
+    const fhirUrl = new URL(`${issuer}/fhir/R4/Patient?_count=1`);
+    const fhirRead = await client.fetchProtectedResource(config, dpopRefreshed.access_token, fhirUrl, 'GET',
+                                                         undefined, undefined, { DPoP });
+    const fhirBody = await fhirRead.json();
+    const dpopUserinfo = await client.fetchUserInfo(config, dpopRefreshed.access_token, openid.skipSubjectCheck,
+                                                    { DPoP });
+    // The same token as a plain Bearer token, and the refresh token without its key: refused.
+    const asBearer = await fetch(fhirUrl, { headers: { Authorization: `Bearer ${dpopRefreshed.access_token}` } });
+    const otherDPoP = client.getDPoPHandle(config, await client.randomDPoPKeyPair('ES256'));
+    const otherKeyRefresh = await expectOAuthError(
+      client.refreshTokenGrant(config, dpopRefreshed.refresh_token, undefined, { DPoP: otherDPoP }));
+
     // 5. Revocation (RFC 7009) of the refresh token; then refresh fails with invalid_grant.
     await client.tokenRevocation(config, silentTokens.refresh_token);
     const afterRevoke = await expectOAuthError(client.refreshTokenGrant(config, silentTokens.refresh_token));
@@ -188,6 +218,18 @@ await run(async () => {
         registration_client_uri: registeredMetadata.registration_client_uri,
         has_registration_access_token: Boolean(registeredMetadata.registration_access_token),
         steps: dcrBrowser.steps, aud: dcrClaims.aud, sub: dcrClaims.sub,
+      },
+      dpop: {
+        algs: metadata.dpop_signing_alg_values_supported,
+        authorize_params: [...dpopUrl.searchParams.keys()].sort(),
+        token_type: dpopTokens.token_type, refreshed_token_type: dpopRefreshed.token_type,
+        access_token_claims: decodeJwtPayload(dpopTokens.access_token),
+        refreshed_access_token_claims: decodeJwtPayload(dpopRefreshed.access_token),
+        public_jwk: await crypto.subtle.exportKey('jwk', dpopKeys.publicKey),
+        fhir_status: fhirRead.status, fhir_resource_type: fhirBody.resourceType,
+        userinfo_sub: dpopUserinfo.sub,
+        as_bearer_status: asBearer.status, as_bearer_challenge: asBearer.headers.get('www-authenticate'),
+        other_key_refresh_error: otherKeyRefresh,
       },
       revocation: { after_revoke_error: afterRevoke },
       logout: { landing: logoutLanding ?? null, state: logoutState, after_logout_error: loginRequired },

@@ -329,7 +329,7 @@ class ClientApplicationAdmin(ServiceAdmin):
                                      "launch_uri")}),
         (_("Access"), {"fields": ("access_policy", "pkce_optional", "authorization_grant_type",
                                   "skip_authorization", "always_issue_refresh_token",
-                                  "require_pushed_authorization_requests")}),
+                                  "require_pushed_authorization_requests", "dpop_bound_access_tokens")}),
         (_("Secret"), {"fields": ("has_retiring_secret", "secret_rotated_at")}),
         (_("Advanced"), {"classes": ("collapse",), "fields": (
             "access_token_lifetime", "refresh_token_lifetime", "jwks_uri", "jwks", "sign_in_text",

@@ -2,7 +2,8 @@
 
 The assertion is a JWT signed with one of the client's keys (inline JWKS or ``jwks_uri``) with
 ``iss`` = ``sub`` = client id, ``aud`` = our token endpoint, ``exp`` at most five minutes ahead
-and a ``jti`` that is accepted once.
+and a ``jti`` that is accepted once. At the PAR endpoint ``aud`` may also be the issuer or the PAR
+endpoint itself (RFC 9126 §2: the server MUST accept all three there).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
@@ -59,7 +61,10 @@ def client_id_of(assertion: str) -> str | None:
 
 def client_keys(client: ClientApplication) -> jwk.JWKSet:
     if client.jwks:
-        return jwk.JWKSet.from_json(json.dumps(client.jwks))
+        try:
+            return jwk.JWKSet.from_json(json.dumps(client.jwks))
+        except (JWException, ValueError, TypeError):  # a malformed key the model let through: refused, never a 500
+            raise AssertionError_("invalid JWKS") from None
     if not client.jwks_uri:
         raise AssertionError_("client has no JWKS")
     cache_key = f"medplum_auth:jwks:{hashlib.sha256(client.jwks_uri.encode()).hexdigest()}"
@@ -77,8 +82,18 @@ def client_keys(client: ClientApplication) -> jwk.JWKSet:
         raise AssertionError_("invalid JWKS") from None
 
 
-def verify(assertion: str, client: ClientApplication) -> None:
-    """Raise :class:`AssertionError_` unless ``assertion`` authenticates ``client``."""
+def audiences_for(endpoint: str) -> set[str]:
+    """The ``aud`` values that name this server for an assertion sent to ``endpoint`` (its URL)."""
+    issuer = auth_settings.ISSUER
+    accepted = {f"{issuer}/oauth2/token"}
+    par_url = f"{issuer}/oauth2/par"
+    if endpoint and urlsplit(endpoint).path == urlsplit(par_url).path:
+        accepted |= {issuer, par_url}
+    return accepted
+
+
+def verify(assertion: str, client: ClientApplication, endpoint: str = "") -> None:
+    """Raise :class:`AssertionError_` unless ``assertion`` authenticates ``client`` at ``endpoint``."""
     token = jws.JWS()
     try:
         token.deserialize(assertion)
@@ -100,12 +115,11 @@ def verify(assertion: str, client: ClientApplication) -> None:
     else:
         raise AssertionError_("bad signature")
     claims = json.loads(token.payload)
-    token_url = f"{auth_settings.ISSUER}/oauth2/token"
     aud = claims.get("aud")
     audiences = aud if isinstance(aud, list) else [aud]
     if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
         raise AssertionError_("iss and sub must be the client id")
-    if token_url not in audiences:
+    if not audiences_for(endpoint).intersection(a for a in audiences if isinstance(a, str)):
         raise AssertionError_("aud must be the token endpoint")
     now = time.time()
     exp = claims.get("exp")

@@ -19,7 +19,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from oauthlib.oauth2.rfc6749 import errors
 
-from . import audit, lookups, par, tokens
+from . import audit, dpop, lookups, par, tokens
 from . import launch as launch_utils
 from . import scopes as scope_utils
 from .access import login_inputs
@@ -133,8 +133,11 @@ def check_pushed(params: dict[str, str]) -> tuple[str, str] | None:
     """``(error, description)`` if ``params`` would be refused at the authorization endpoint.
 
     RFC 9126 §2.1: the PAR endpoint validates a pushed request as the authorization endpoint does
-    and answers errors itself (§2.3), so nothing invalid is stored.
+    and answers errors itself (§2.3), so nothing invalid is stored (nor NUL, which PostgreSQL's
+    JSON cannot hold).
     """
+    if any("\x00" in text for item in params.items() for text in item):
+        return "invalid_request", "Parameters must not contain NUL characters."
     try:
         get_server().validate_authorization_request(authorize_uri(params), "GET", None, {})
     except errors.FatalClientError as exc:
@@ -182,6 +185,8 @@ def _check_extra_parameters(params: dict[str, str]) -> tuple[str, str] | None:
     aud = params.get("aud")
     if aud is not None and aud.rstrip("/") != auth_settings.fhir_base_url:
         return "invalid_request", "Invalid audience: aud must be this server's FHIR base URL."
+    if "dpop_jkt" in params and not dpop.valid_thumbprint(params["dpop_jkt"]):
+        return "invalid_request", "dpop_jkt must be the base64url SHA-256 thumbprint of a JWK (RFC 9449 §10)."
     return None
 
 
@@ -403,6 +408,7 @@ def complete(request: HttpRequest, rid: str | None, pending: dict[str, Any], mem
         "resource_scopes_withheld": withheld_all(pending["scopes"], granted),
         "remote_addr": audit.client_address(request),
         "user_agent": request.META.get("HTTP_USER_AGENT", ""),
+        "dpop_jkt": pending["params"].get("dpop_jkt", ""),  # RFC 9449 §10: binds the code to a DPoP key
     }
     if client is not None:
         credentials["client"] = client

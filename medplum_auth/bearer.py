@@ -11,18 +11,29 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from . import lookups, tokens
+from . import dpop, lookups, tokens
 from .lookups import BearerLogin
 from .models import ClientApplication, Login
 
 
 class BearerError(Exception):
-    """RFC 6750 §3.1 error: ``invalid_request`` (no/malformed token) or ``invalid_token``."""
+    """RFC 6750 §3.1 error: ``invalid_request`` (no/malformed token) or ``invalid_token``; for a
+    DPoP request (``scheme`` "DPoP", RFC 9449 §7.1) also ``invalid_dpop_proof`` and ``use_dpop_nonce``."""
 
-    def __init__(self, error: str, description: str):
+    def __init__(self, error: str, description: str, scheme: str = "Bearer", nonce: str | None = None):
         super().__init__(description)
         self.error = error
         self.description = description
+        self.scheme = scheme
+        self.nonce = nonce
+
+    def challenge(self, realm: str) -> str:
+        """The ``WWW-Authenticate`` value (no error code when no token was sent, RFC 6750 §3.1)."""
+        value = f'DPoP algs="{" ".join(dpop.ALGORITHMS)}"' if self.scheme == "DPoP" else f'Bearer realm="{realm}"'
+        if self.error != "invalid_request" or self.scheme == "DPoP":
+            description = self.description.replace('"', "'")
+            value += f', error="{self.error}", error_description="{description}"'
+        return value
 
 
 @dataclass(frozen=True)
@@ -38,27 +49,68 @@ class AccessContext:
         return str(self.claims.get("scope", "")).split()
 
 
-def token_from_request(request: HttpRequest, allow_body: bool = False) -> str | None:
-    """The Bearer token from the header (RFC 6750 §2.1) or, where allowed, a form body (§2.2)."""
+def credentials(request: HttpRequest, allow_body: bool = False) -> tuple[str, str] | None:
+    """``(scheme, token)`` from ``Authorization: Bearer`` (RFC 6750 §2.1) or ``DPoP`` (RFC 9449
+    §7.1), or, where allowed, a form body's ``access_token`` (RFC 6750 §2.2, Bearer only)."""
     header = request.META.get("HTTP_AUTHORIZATION", "")
     if header:
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip():
+        scheme = scheme.lower()
+        if scheme not in ("bearer", "dpop") or not value.strip():
             return None
-        return value.strip()
+        return ("DPoP" if scheme == "dpop" else "Bearer"), value.strip()
     if allow_body and request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
-        return request.POST.get("access_token") or None
+        token = request.POST.get("access_token")
+        return ("Bearer", token) if token else None
     return None
 
 
-def authenticate(token: str) -> AccessContext:
-    """Verify an access token and its login; raise :class:`BearerError` otherwise."""
+def token_from_request(request: HttpRequest, allow_body: bool = False) -> str | None:
+    """The access token of the request, whatever its scheme (see :func:`credentials`)."""
+    found = credentials(request, allow_body=allow_body)
+    return found[1] if found else None
+
+
+def authenticate(token: str, *, scheme: str = "Bearer", request: HttpRequest | None = None) -> AccessContext:
+    """Verify an access token and its login; raise :class:`BearerError` otherwise.
+
+    A DPoP-bound token (``cnf.jkt``, RFC 9449 §6.1) must come as ``Authorization: DPoP`` with a
+    proof for this ``request`` signed by its key (§7.1); sent as Bearer it is refused (§7.2),
+    as is an unbound token sent as DPoP.
+    """
     try:
         claims = tokens.verify_access_token(token)
     except tokens.InvalidToken as exc:
-        raise BearerError("invalid_token", "The access token is invalid or expired.") from exc
+        raise BearerError("invalid_token", "The access token is invalid or expired.", scheme) from exc
+    confirmation = claims.get("cnf")
+    jkt = confirmation.get("jkt") if isinstance(confirmation, dict) else None
+    if jkt or scheme == "DPoP":
+        check_proof(token, jkt, scheme, request)
     login = lookups.bearer_login(claims["login_id"])
-    return AccessContext(claims=claims, login=check_login(login))
+    try:
+        return AccessContext(claims=claims, login=check_login(login))
+    except BearerError as exc:
+        exc.scheme = scheme
+        raise
+
+
+def check_proof(token: str, jkt: str | None, scheme: str, request: HttpRequest | None) -> None:
+    """RFC 9449 §7: the request's proof is for it, for this token (``ath``) and by the bound key."""
+    if not jkt:
+        raise BearerError("invalid_token", "The access token is not DPoP-bound: send it as Bearer.", "DPoP")
+    if scheme != "DPoP":
+        raise BearerError("invalid_token", "The access token is DPoP-bound: send it as 'Authorization: DPoP' "
+                          "with a DPoP proof.", "DPoP")
+    if request is None:
+        raise BearerError("invalid_dpop_proof", "A DPoP proof is required.", "DPoP")
+    try:
+        proof = dpop.verify(request.META.get("HTTP_DPOP"), method=request.method or "GET",
+                            uris=dpop.request_uris(request), access_token=token)
+    except dpop.DPoPError as exc:
+        raise BearerError(exc.error, exc.description, "DPoP", nonce=exc.nonce) from exc
+    if proof.jkt != jkt:
+        raise BearerError("invalid_dpop_proof", "The DPoP proof is not signed by the key the token is bound to.",
+                          "DPoP")
 
 
 def check_login(login: Login | BearerLogin | None) -> Any:

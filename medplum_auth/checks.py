@@ -59,7 +59,39 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     errors.extend(check_token_lifetimes())
     errors.extend(check_bundle_limits())
     errors.extend(check_registration_settings())
+    errors.extend(check_dpop_settings())
     return errors
+
+
+def check_dpop_settings() -> list[checks.CheckMessage]:
+    """W018: a DPoP proof lifetime outside 5-600 s (too short for real clocks, or replayable for long)."""
+    lifetime = auth_settings.DPOP_PROOF_LIFETIME
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int) or not 5 <= lifetime <= 600:
+        return [checks.Warning(
+            f"DPOP_PROOF_LIFETIME is {lifetime!r}: DPoP proofs should be accepted for 5 to 600 seconds "
+            "(RFC 9449 §11.1).", hint=f"Remove the setting (default {DEFAULTS['DPOP_PROOF_LIFETIME']}).",
+            id="medplum_auth.W018")]
+    return []
+
+
+PER_PROCESS_CACHES = {"django.core.cache.backends.locmem.LocMemCache": "a per-process",
+                      "django.core.cache.backends.dummy.DummyCache": "a dummy"}
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_shared_cache(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W017 (``check --deploy``): the cache that holds DPoP replay marks and throttles is not shared."""
+    backend = settings.CACHES.get("default", {}).get("BACKEND", "")
+    if settings.DEBUG or backend not in PER_PROCESS_CACHES:
+        return []
+    return [checks.Warning(
+        f"CACHES['default'] is {PER_PROCESS_CACHES[backend]} cache: a DPoP proof replayed at another worker or "
+        "instance is accepted, and failed sign-ins and token requests are counted per process"
+        + (" (a dummy cache never refuses a replay or counts a failure at all)." if "dummy" in backend else "."),
+        hint="Use a cache every worker shares (Redis: REDIS_URL in the example site; see docs/production.md). "
+             "For one process only, silence medplum_auth.W017 in SILENCED_SYSTEM_CHECKS.",
+        id="medplum_auth.W017",
+    )]
 
 
 def check_registration_settings() -> list[checks.CheckMessage]:

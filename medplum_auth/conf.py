@@ -46,6 +46,14 @@ DEFAULTS: dict[str, Any] = {
     # Accept authorization requests only through ``/oauth2/par``, for every client (a client can
     # also require it for itself: ``ClientApplication.require_pushed_authorization_requests``).
     "REQUIRE_PUSHED_AUTHORIZATION_REQUESTS": False,
+    # Seconds a DPoP proof (RFC 9449) is accepted after its ``iat``; each proof's ``jti`` is kept
+    # that long (plus clock skew) in Django's cache, so a replay at any instance sharing it fails.
+    "DPOP_PROOF_LIFETIME": 60,
+    # Require a server-issued nonce in every DPoP proof (RFC 9449 §8, §9): clients get one from a
+    # ``use_dpop_nonce`` error and the ``DPoP-Nonce`` header, and retry (openid-client does).
+    "DPOP_NONCE_REQUIRED": False,
+    # Seconds a DPoP nonce window lasts; a nonce is accepted in its window and the next.
+    "DPOP_NONCE_LIFETIME": 300,
     # Dynamic client registration (RFC 7591) without an initial access token, into the project
     # with this id; ``None`` (the default): registration needs a token a project admin issued.
     "OPEN_CLIENT_REGISTRATION": None,

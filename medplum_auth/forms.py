@@ -272,7 +272,8 @@ class ClientApplicationForm(_ClientFormBase):
     class Meta(_ClientFormBase.Meta):
         fields = ["name", "description", "status", "redirect_uris", "post_logout_redirect_uris", "allowed_origins",
                   "launch_uri", "access_policy", "pkce_optional", "authorization_grant_type", "skip_authorization",
-                  "always_issue_refresh_token", "require_pushed_authorization_requests", "access_token_lifetime",
+                  "always_issue_refresh_token", "require_pushed_authorization_requests", "dpop_bound_access_tokens",
+                  "access_token_lifetime",
                   "refresh_token_lifetime", "jwks_uri", "jwks", "sign_in_text"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

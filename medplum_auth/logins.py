@@ -39,6 +39,7 @@ def create_login(
     amr: str = "pwd",
     awaiting_mfa: bool = False,
     resource_scopes_withheld: bool = False,
+    dpop_jkt: str = "",
 ) -> tuple[Login, str | None]:
     """A login for ``user`` at ``client``; with a membership it also gets a fresh code.
 
@@ -46,7 +47,7 @@ def create_login(
     :func:`issue_code` adds it once the profile is known. ``launch``, ``launch_patient`` and
     ``launch_encounter`` are the SMART launch context (``medplum_auth.launch``). ``amr`` says how
     the user signed in (RFC 8176); ``awaiting_mfa`` holds the code back until the second factor
-    (``/auth/mfa/verify``).
+    (``/auth/mfa/verify``). ``dpop_jkt`` binds the code to a DPoP key (RFC 9449 §10).
     """
     login = Login(
         user=user, client=client, project=client.project, membership=membership, auth_time=auth_time,
@@ -55,6 +56,7 @@ def create_login(
         remote_addr=remote_addr, user_agent=(user_agent or "")[:255],
         launch=launch, launch_patient=launch_patient or "", launch_encounter=launch_encounter or "",
         amr=amr, awaiting_mfa=awaiting_mfa, resource_scopes_withheld=resource_scopes_withheld,
+        dpop_jkt=dpop_jkt or "",
     )
     issued = None
     if membership is not None and not awaiting_mfa:

@@ -264,10 +264,18 @@ class ClientApplication(AbstractApplication):
     #: SHA-256 of the RFC 7592 registration access token of a dynamically registered client.
     registration_access_digest = models.CharField(max_length=64, blank=True, default="", editable=False,
                                                   db_index=True)
+    #: What a dynamically registered client asked for and this model has no field for (RFC 7591
+    #: ``grant_types``, ``response_types``, ``token_endpoint_auth_method``): RFC 7592 reads return it.
+    registered_metadata = models.JSONField(null=True, blank=True, editable=False)
     require_pushed_authorization_requests = models.BooleanField(
         _("require pushed authorization requests"), default=False,
         help_text=_("Accept authorization requests only through /oauth2/par (RFC 9126): the request's "
                     "parameters are sent by the client itself, never through the browser."),
+    )
+    dpop_bound_access_tokens = models.BooleanField(
+        _("require DPoP"), default=False,
+        help_text=_("Issue only DPoP-bound access tokens (RFC 9449): token requests without a DPoP proof are "
+                    "refused, and a stolen token is useless without the client's private key."),
     )
 
     class Meta(AbstractApplication.Meta):
@@ -462,6 +470,10 @@ class Login(models.Model):
     #: The user deselected every SMART resource scope the app asked for: the login reaches no FHIR
     #: data (a token without resource scopes would otherwise be governed by the policies alone).
     resource_scopes_withheld = models.BooleanField(_("data scopes withheld"), default=False)
+    #: RFC 7638 thumbprint of the DPoP key this login's grant is bound to (RFC 9449): the
+    #: authorization request's ``dpop_jkt`` until the code is redeemed, then a public client's
+    #: refresh-token key (confidential clients' refresh tokens are bound by client authentication).
+    dpop_jkt = models.CharField(_("DPoP key thumbprint"), max_length=64, blank=True, default="")
 
     class Meta:
         ordering = ["-created"]

@@ -45,6 +45,16 @@ def pkce_s256_matches(challenge: str, verifier: Any) -> bool:
     return secrets.compare_digest(digest, challenge.encode("ascii", "replace"))
 
 
+def dpop_jkt(request: Any) -> str | None:
+    """Thumbprint of the token request's verified DPoP proof key (``views.oauth.TokenView``)."""
+    return (getattr(request, "extra_credentials", None) or {}).get("dpop_jkt")
+
+
+def dpop_refused(description: str, request: Any) -> errors.OAuth2Error:
+    """RFC 9449 §5: a proof that is missing, or signed by another key than the grant is bound to."""
+    return errors.CustomOAuth2Error("invalid_dpop_proof", description=description, request=request)
+
+
 def generate_refresh_token(request: Any) -> str:
     return secrets.token_urlsafe(32)
 
@@ -113,7 +123,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
         if client is None or not client.is_confidential:
             return False
         try:
-            assertions.verify(assertion, client)
+            assertions.verify(assertion, client, endpoint=request.uri)
         except assertions.AssertionError_ as exc:
             log.info("client assertion refused client_id=%r reason=%s", client_id, exc)
             return False
@@ -152,6 +162,14 @@ class MedplumOAuth2Validator(OAuth2Validator):
     def validate_grant_type(self, client_id: str, grant_type: str, client: Any, request: Any,
                             *args: Any, **kwargs: Any) -> bool:
         allowed = GRANT_TYPES_CONFIDENTIAL if client.is_confidential else GRANT_TYPES_ALL
+        registered = (client.registered_metadata or {}).get("grant_types")
+        if grant_type == "client_credentials" and isinstance(registered, list) and grant_type not in registered:
+            # RFC 7591 §2: a dynamically registered client acts for itself only if it registered that
+            # grant (a client registered for sign-ins gets no project-wide access of its own).
+            return False
+        if grant_type in allowed and client.dpop_bound_access_tokens and not dpop_jkt(request):
+            # RFC 9449 §5.2 (dpop_bound_access_tokens): after client authentication, for every grant.
+            raise dpop_refused("This client must send a DPoP proof with its token requests (RFC 9449).", request)
         return grant_type in allowed
 
     def validate_response_type(self, client_id: str, response_type: str, client: Any, request: Any,
@@ -200,6 +218,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
             code_challenge=request.code_challenge or "",
             code_challenge_method=(request.code_challenge_method or "") if request.code_challenge else "",
             remote_addr=getattr(request, "remote_addr", None),
+            dpop_jkt=getattr(request, "dpop_jkt", "") or "",
             user_agent=getattr(request, "user_agent", "") or "",
             code=code["code"],
             launch=getattr(request, "medplum_launch", None),
@@ -243,6 +262,9 @@ class MedplumOAuth2Validator(OAuth2Validator):
             raise errors.InvalidGrantError(description="Code expired", request=request)
         if login.membership_id and not login.membership.active:
             raise errors.InvalidGrantError(description="Profile not active", request=request)
+        if login.dpop_jkt and dpop_jkt(request) != login.dpop_jkt:
+            # RFC 9449 §10: the code is bound to the dpop_jkt of the authorization request.
+            raise dpop_refused("The code is bound to a DPoP key (dpop_jkt): send a proof signed with it.", request)
         if not login.code_challenge and request.code_verifier is not None:
             # RFC 9700 §4.8.2 (PKCE downgrade): oauthlib would ignore the verifier.
             raise errors.InvalidGrantError(description="code_verifier sent but the authorization request had "
@@ -321,10 +343,12 @@ class MedplumOAuth2Validator(OAuth2Validator):
         login = self._ensure_login(request)
         client = request.client
         subject = str(login.user_id) if login.user_id else client.client_id
+        jkt = dpop_jkt(request)
         return tokens.issue_access_token(
             subject=subject, client_id=client.client_id, login_id=str(login.pk),
             scope=" ".join(request.scopes or []), profile=login.profile,
             lifetime=self.access_token_lifetime(request),
+            extra={"cnf": {"jkt": jkt}} if jkt else None,  # RFC 9449 §6.1
         )
 
     def save_bearer_token(self, token: dict[str, Any], request: Any, *args: Any, **kwargs: Any) -> None:
@@ -348,6 +372,15 @@ class MedplumOAuth2Validator(OAuth2Validator):
             fields["last_refreshed_at"] = now
         if getattr(request, "grant_type", None) == "authorization_code" and login.code_redeemed_at is None:
             fields["code_redeemed_at"] = now  # the code is spent in the same update (single use)
+        jkt = token.pop("dpop_jkt", None)  # oauthlib copied the extra credentials into the response
+        # RFC 9449 §5: a public client's refresh token is bound to the key of the proof it was
+        # issued with; a confidential client's is bound by its authentication, so its login
+        # keeps no key once the (possibly dpop_jkt-bound) code is spent.
+        binding = (jkt or "") if not client.is_confidential else ""
+        grant_type = getattr(request, "grant_type", None)
+        if (grant_type == "authorization_code" and login.dpop_jkt != binding) or (
+                grant_type == "refresh_token" and binding and not login.dpop_jkt):
+            fields["dpop_jkt"] = binding
         if fields:
             for name, value in fields.items():
                 setattr(login, name, value)
@@ -405,6 +438,9 @@ class MedplumOAuth2Validator(OAuth2Validator):
             return refuse("Profile not active")
         if login.user_id and not login.user.is_active:
             return refuse("User not active")
+        if login.dpop_jkt and dpop_jkt(request) != login.dpop_jkt:
+            # RFC 9449 §5: a public client's refresh token is bound to its DPoP key.
+            raise dpop_refused("The refresh token is bound to a DPoP key: send a proof signed with it.", request)
         request.login = login
         request.user = login.user
         request.refresh_token = refresh_token

@@ -20,6 +20,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from jwcrypto import jwk
+from jwcrypto.common import JWException
 
 from . import services
 from .conf import auth_settings
@@ -50,6 +52,8 @@ class Grant:
 
     project: Project
     access_policy: Any
+    #: The initial access token's row (``None`` for open registration), for the audit trail.
+    token_id: int | None = None
 
 
 def authorize_registration(bearer: str | None) -> Grant:
@@ -64,7 +68,7 @@ def authorize_registration(bearer: str | None) -> Grant:
            .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now())).first())
     if row is None:
         raise RegistrationError("invalid_token", "The initial access token is unknown, expired or revoked.", 401)
-    return Grant(row.project, row.access_policy)
+    return Grant(row.project, row.access_policy, row.pk)
 
 
 def _open_project() -> Project | None:
@@ -83,6 +87,38 @@ def _strings(data: dict[str, Any], name: str) -> list[str]:
     return value
 
 
+def _has_control_characters(value: Any) -> bool:
+    """Whether a string, or any key or string in JSON ``value``, holds one (PostgreSQL cannot store NUL)."""
+    if isinstance(value, str):
+        return any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    if isinstance(value, dict):
+        return any(_has_control_characters(k) or _has_control_characters(v) for k, v in value.items())
+    return isinstance(value, list) and any(_has_control_characters(item) for item in value)
+
+
+def _check_jwks(jwks: Any) -> None:
+    """A registered JWKS holds at least one public RSA or EC signing key and nothing secret.
+
+    Checked here, not only when an assertion arrives: a private or symmetric key sent by mistake
+    must not be stored (RFC 7591 §2: ``jwks`` holds the client's public keys), nor one no
+    assertion could ever be verified with.
+    """
+    if not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]):
+        raise RegistrationError("invalid_client_metadata", "jwks must be a JSON Web Key Set with at least one key.")
+    if _has_control_characters(jwks):
+        raise RegistrationError("invalid_client_metadata", "jwks must not contain control characters.")
+    for value in jwks["keys"]:
+        try:
+            key = jwk.JWK(**value) if isinstance(value, dict) else None
+        except (JWException, ValueError, TypeError):
+            key = None
+        if key is None or key.get("kty") not in {"RSA", "EC"}:
+            raise RegistrationError("invalid_client_metadata", "jwks keys must be valid RSA or EC keys (RFC 7517).")
+        if key.has_private:
+            raise RegistrationError("invalid_client_metadata", "jwks must hold public keys only: never send a "
+                                    "private key.")
+
+
 def clean_metadata(data: Any) -> dict[str, Any]:
     """Validated client metadata (RFC 7591 §2) with this server's defaults filled in."""
     if not isinstance(data, dict):
@@ -90,7 +126,7 @@ def clean_metadata(data: Any) -> dict[str, Any]:
     if "software_statement" in data:
         raise RegistrationError("invalid_software_statement", "Software statements are not supported.")
     method = data.get("token_endpoint_auth_method", "client_secret_basic")
-    if method not in AUTH_METHODS:
+    if not isinstance(method, str) or method not in AUTH_METHODS:
         raise RegistrationError("invalid_client_metadata", "Unsupported token_endpoint_auth_method.")
     grant_types = _strings(data, "grant_types") if "grant_types" in data else ["authorization_code"]
     response_types = _strings(data, "response_types") if "response_types" in data else (
@@ -121,18 +157,23 @@ def clean_metadata(data: Any) -> dict[str, Any]:
                                     "private_key_jwt needs exactly one of jwks and jwks_uri.")
     elif jwks or jwks_uri:
         raise RegistrationError("invalid_client_metadata", "jwks and jwks_uri are only for private_key_jwt.")
-    if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list)):
-        raise RegistrationError("invalid_client_metadata", "jwks must be a JSON Web Key Set.")
-    if not isinstance(jwks_uri, str) or (jwks_uri and not jwks_uri.startswith("https://")):
+    if jwks is not None:
+        _check_jwks(jwks)
+    if not isinstance(jwks_uri, str) or (jwks_uri and not jwks_uri.startswith("https://")) or (
+            _has_control_characters(jwks_uri)):
         raise RegistrationError("invalid_client_metadata", "jwks_uri must be an https URL.")
     alg = data.get("id_token_signed_response_alg", auth_settings.SIGNING_ALGORITHM)
     if alg != auth_settings.SIGNING_ALGORITHM:
         raise RegistrationError("invalid_client_metadata",
                                 f"Unsupported id_token_signed_response_alg: ID tokens are signed with "
                                 f"{auth_settings.SIGNING_ALGORITHM}.")
+    dpop_bound = data.get("dpop_bound_access_tokens", False)
+    if not isinstance(dpop_bound, bool):
+        raise RegistrationError("invalid_client_metadata", "dpop_bound_access_tokens must be a boolean.")
     name = data.get("client_name", "")
-    if not isinstance(name, str) or len(name) > 255:
-        raise RegistrationError("invalid_client_metadata", "client_name must be a string of at most 255 characters.")
+    if not isinstance(name, str) or len(name) > 255 or _has_control_characters(name):
+        raise RegistrationError("invalid_client_metadata",
+                                "client_name must be a string of at most 255 characters, no control characters.")
     return {
         "client_name": name.strip() or "Registered client",
         "redirect_uris": redirect_uris,
@@ -141,9 +182,14 @@ def clean_metadata(data: Any) -> dict[str, Any]:
         "response_types": response_types,
         "token_endpoint_auth_method": method,
         "id_token_signed_response_alg": alg,
+        "dpop_bound_access_tokens": dpop_bound,
         **({"jwks": jwks} if jwks else {}),
         **({"jwks_uri": jwks_uri} if jwks_uri else {}),
     }
+
+
+#: Registered metadata the model has no field for, kept as sent for RFC 7592 reads.
+KEPT_METADATA = ("grant_types", "response_types", "token_endpoint_auth_method")
 
 
 def _fields(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -152,6 +198,8 @@ def _fields(metadata: dict[str, Any]) -> dict[str, Any]:
         "post_logout_redirect_uris": metadata["post_logout_redirect_uris"],
         "jwks": metadata.get("jwks"),
         "jwks_uri": metadata.get("jwks_uri", ""),
+        "dpop_bound_access_tokens": metadata["dpop_bound_access_tokens"],
+        "registered_metadata": {name: metadata[name] for name in KEPT_METADATA},
     }
 
 
@@ -169,7 +217,9 @@ def register(grant: Grant, metadata: dict[str, Any]) -> dict[str, Any]:
         client, secret = services.create_client(
             grant.project, metadata["client_name"], redirect_uris=fields.pop("redirect_uris"), public=public,
             access_policy=grant.access_policy, description="Registered through /oauth2/register (RFC 7591).",
-            registration_source="dcr", registration_access_digest=_digest(token), **fields)
+            registration_source="dcr", registration_access_digest=_digest(token),
+            audit_detail={"registration": "RFC 7591", "registration_token": (
+                f"RegistrationToken/{grant.token_id}" if grant.token_id else None)}, **fields)
     except ValidationError as exc:
         raise _invalid(exc) from None
     body = describe(client, metadata)
@@ -189,20 +239,25 @@ def managed_client(client_id: str, bearer: str | None) -> ClientApplication:
 
 
 def stored_metadata(client: ClientApplication) -> dict[str, Any]:
-    """The client's metadata as registered and since edited (RFC 7592 §2.1)."""
+    """The client's metadata as registered and since edited (RFC 7592 §2.1).
+
+    Grant and response types and the authentication method are what the client registered; for
+    a client registered before they were kept, what its type allows.
+    """
     if client.is_confidential:
         method = "private_key_jwt" if (client.jwks or client.jwks_uri) else "client_secret_basic"
         grants = ["authorization_code", "refresh_token", "client_credentials"]
     else:
         method, grants = "none", ["authorization_code", "refresh_token"]
+    kept = {"grant_types": grants, "response_types": ["code"], "token_endpoint_auth_method": method,
+            **(client.registered_metadata or {})}
     return {
         "client_name": client.name,
         "redirect_uris": client.redirect_uris.split(),
         "post_logout_redirect_uris": client.post_logout_redirect_uris.split(),
-        "grant_types": grants,
-        "response_types": ["code"],
-        "token_endpoint_auth_method": method,
+        **{name: kept[name] for name in KEPT_METADATA},
         "id_token_signed_response_alg": auth_settings.SIGNING_ALGORITHM,
+        "dpop_bound_access_tokens": client.dpop_bound_access_tokens,
         **({"jwks": client.jwks} if client.jwks else {}),
         **({"jwks_uri": client.jwks_uri} if client.jwks_uri else {}),
     }

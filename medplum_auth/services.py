@@ -54,7 +54,8 @@ CLIENT_UPDATE_FIELDS = frozenset({
     "name", "description", "status", "redirect_uris", "post_logout_redirect_uris", "allowed_origins",
     "launch_uri", "access_policy", "pkce_optional", "authorization_grant_type", "skip_authorization",
     "always_issue_refresh_token", "access_token_lifetime", "refresh_token_lifetime", "jwks_uri", "jwks",
-    "sign_in_text", "require_pushed_authorization_requests",
+    "sign_in_text", "require_pushed_authorization_requests", "dpop_bound_access_tokens",
+    "registered_metadata",
 })
 
 _URI_LIST_FIELDS = ("redirect_uris", "post_logout_redirect_uris", "allowed_origins")
@@ -177,12 +178,14 @@ def create_client(
     pkce_optional: bool = False,
     access_policy: AccessPolicy | None = None,
     description: str = "",
+    audit_detail: dict[str, Any] | None = None,
     **fields: Any,
 ) -> tuple[ClientApplication, str | None]:
     """Create a client; return it and its secret (``None`` for a public client).
 
     The secret is 256 random bits, stored only as a keyed digest. ``fields`` sets any other
-    :class:`ClientApplication` field (lifetimes, origins, launch URI, JWKS …).
+    :class:`ClientApplication` field (lifetimes, origins, launch URI, JWKS …); ``audit_detail``
+    adds to the audit event's detail (how the client came to be).
     """
     if not (name or "").strip():
         raise ValidationError({"name": ["Client name is required."]})
@@ -201,7 +204,7 @@ def create_client(
     client.full_clean(exclude=["user"])
     client.save()
     audit.record(EventType.CLIENT_CREATED, project=project, subject=client.reference, subject_display=client.name,
-                 detail={"public": public, "pkce_optional": pkce_optional},
+                 detail={"public": public, "pkce_optional": pkce_optional, **(audit_detail or {})},
                  message=f"client created client_id={client.client_id} project={project.id}")
     return client, secret
 

@@ -19,33 +19,25 @@ setup cost several times the signature check itself on every API request.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
-import re
 import threading
 import time
 import uuid
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from jwcrypto import jwk
 
-from . import jsonbody, keys
+from . import jsonbody, jws, keys
 from .conf import auth_settings
+from .jws import InvalidSignature
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 ID_TOKEN_TYPE = "JWT"
 CACHE_SECONDS = 30
 CLOCK_SKEW = 30
 
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"RS256": hashes.SHA256, "ES256": hashes.SHA256,
-                                                  "ES384": hashes.SHA384}
-_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 
 _lock = threading.Lock()
 _signer: tuple[float, Any, Any] | None = None
@@ -119,48 +111,12 @@ def published_algorithms() -> list[str]:
     return algorithms
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(segment: str) -> bytes:
-    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _json(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def _signature(key: Any, algorithm: str, signing_input: bytes) -> bytes:
-    digest = _HASHES[algorithm]()
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(signing_input, padding.PKCS1v15(), digest)
-    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(digest)))
-    size = (key.curve.key_size + 7) // 8  # JWS ECDSA signatures are R || S, fixed width (RFC 7518 §3.4)
-    return r.to_bytes(size, "big") + s.to_bytes(size, "big")
-
-
-def _verify(key: Any, algorithm: str, signature: bytes, signing_input: bytes) -> None:
-    """Raise ``InvalidSignature`` unless ``signature`` is ``key``'s over ``signing_input``."""
-    digest = _HASHES[algorithm]()
-    if isinstance(key, rsa.RSAPublicKey):
-        key.verify(signature, signing_input, padding.PKCS1v15(), digest)
-        return
-    size = (key.curve.key_size + 7) // 8
-    if len(signature) != 2 * size:
-        raise InvalidSignature("wrong ECDSA signature length")
-    r, s = int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big")
-    key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(digest))
-
-
 def sign(claims: dict[str, Any], typ: str = ID_TOKEN_TYPE) -> str:
     """Sign ``claims`` with the active key; the header carries ``alg``, ``kid`` and ``typ``."""
     row, key = _active_signer()
     header = {"alg": row.algorithm, "kid": row.kid, "typ": typ}
-    signing_input = f"{_b64(_json(header))}.{_b64(_json(claims))}".encode("ascii")
-    return f"{signing_input.decode('ascii')}.{_b64(_signature(key, row.algorithm, signing_input))}"
+    signing_input = ".".join(jws.b64encode(jws.compact_json(part)) for part in (header, claims)).encode("ascii")
+    return f"{signing_input.decode('ascii')}.{jws.b64encode(jws.sign(key, row.algorithm, signing_input))}"
 
 
 def decode(token: str, typ: str, *, verify_exp: bool = True) -> dict[str, Any]:
@@ -196,8 +152,8 @@ def _signed_claims(token: str, typ: str) -> dict[str, Any]:
             return dict(claims)
     header_segment, payload_segment, signature_segment = token.split(".")
     try:
-        header = jsonbody.loads(_unb64(header_segment))  # unverified: bounded
-        signature = _unb64(signature_segment)
+        header = jsonbody.loads(jws.b64decode(header_segment))  # unverified: bounded
+        signature = jws.b64decode(signature_segment)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidToken("malformed token") from exc
     if not isinstance(header, dict) or header.get("typ") != typ:
@@ -209,11 +165,11 @@ def _signed_claims(token: str, typ: str) -> dict[str, Any]:
         raise InvalidToken("missing kid")
     entry = _public_key(kid)
     _, key, algorithm = entry
-    if key is None or header.get("alg") != algorithm or algorithm not in _HASHES:
+    if key is None or header.get("alg") != algorithm or algorithm not in jws.HASHES:
         raise InvalidToken("unknown key")
     try:
-        _verify(key, algorithm, signature, f"{header_segment}.{payload_segment}".encode("ascii"))
-        claims = json.loads(_unb64(payload_segment))
+        jws.verify(key, algorithm, signature, f"{header_segment}.{payload_segment}".encode("ascii"))
+        claims = json.loads(jws.b64decode(payload_segment))
     except (InvalidSignature, ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidToken("bad signature") from exc
     if not isinstance(claims, dict):

@@ -32,6 +32,8 @@ def validate_redirect_uri(uri: str, label: str = "Redirect URI") -> None:
     if any(ch.isspace() for ch in uri):
         raise fail(_("%(label)s %(uri)r contains a space. Enter one per line (a space inside a URI is "
                      "written %%20)."), "uri_whitespace")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in uri):  # PostgreSQL text cannot hold NUL either
+        raise fail(_("%(label)s %(uri)r contains a control character."), "uri_control")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError on a malformed port

@@ -183,7 +183,10 @@ def test_check_deploy_command_quiet_about_us_when_configured():
     ensure_signing_key()
     stdout, stderr = StringIO(), StringIO()
     # On the SQLite test run, W014 says what it should; a deliberate SQLite deployment silences it.
-    with override_settings(MEDPLUM_AUTH=GOOD_DEPLOY, SILENCED_SYSTEM_CHECKS=["medplum_auth.W014"]):
+    # The tests' cache is a shared Redis one here only when configured so (W017 has its own test).
+    with override_settings(MEDPLUM_AUTH=GOOD_DEPLOY, SILENCED_SYSTEM_CHECKS=["medplum_auth.W014"],
+                           CACHES={"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                               "LOCATION": "redis://127.0.0.1:6379"}}):
         call_command("check", "--deploy", "--database", "default", "--fail-level", "CRITICAL",
                      stdout=stdout, stderr=stderr)
     output = stdout.getvalue() + stderr.getvalue()
@@ -237,6 +240,37 @@ def test_the_django_admin_sign_in_must_be_ours():
     with override_settings(ROOT_URLCONF="tests.urls_plain_admin"):
         messages = check_admin_sign_in()
     assert ids(messages) == ["medplum_auth.W013"] and "skips their second factor" in messages[0].msg
+
+
+@pytest.mark.parametrize(("seconds", "fires"), [(4, True), (5, False), (60, False), (600, False), (601, True),
+                                                ("60", True), (True, True)])
+def test_w018_dpop_proof_lifetime_out_of_range(seconds, fires):
+    with override_settings(MEDPLUM_AUTH={"DPOP_PROOF_LIFETIME": seconds}):
+        messages = check_settings()
+    assert ids(messages) == (["medplum_auth.W018"] if fires else [])
+    if fires:
+        assert "RFC 9449" in messages[0].msg
+
+
+def test_w017_a_cache_workers_do_not_share_is_a_deploy_warning():
+    from django.core.checks.registry import registry
+
+    from medplum_auth.checks import check_shared_cache
+
+    locmem = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    dummy = {"default": {"BACKEND": "django.core.cache.backends.dummy.DummyCache"}}
+    redis = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://x:6379"}}
+    with override_settings(CACHES=locmem, DEBUG=False):
+        messages = check_shared_cache()
+    assert ids(messages) == ["medplum_auth.W017"] and "replayed at another worker" in messages[0].msg
+    with override_settings(CACHES=dummy, DEBUG=False):
+        assert "never refuses a replay" in check_shared_cache()[0].msg
+    with override_settings(CACHES=redis, DEBUG=False):
+        assert check_shared_cache() == []
+    with override_settings(CACHES=locmem, DEBUG=True):
+        assert check_shared_cache() == []
+    assert check_shared_cache in registry.get_checks(include_deployment_checks=True)
+    assert check_shared_cache not in registry.get_checks(include_deployment_checks=False)
 
 
 SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": "db.sqlite3"}

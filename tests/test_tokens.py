@@ -13,6 +13,7 @@ import time
 import pytest
 from jwcrypto import jwk, jws
 
+from medplum_auth import jws as our_jws
 from medplum_auth import keys, tokens
 from medplum_auth.conf import auth_settings
 from medplum_auth.services import rotate_signing_keys
@@ -72,7 +73,7 @@ def raw_token(header, payload) -> str:
     """Signed correctly with the active key, whatever the header says (jwcrypto refuses some)."""
     row, key = tokens._active_signer()
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}".encode()
-    return f"{signing_input.decode()}.{b64(tokens._signature(key, row.algorithm, signing_input))}"
+    return f"{signing_input.decode()}.{b64(our_jws.sign(key, row.algorithm, signing_input))}"
 
 
 def _tampered(compact: str, index: int, segment: str) -> str:
@@ -149,8 +150,8 @@ def test_a_verified_token_is_remembered_and_its_claims_rechecked_on_every_use(mo
     token = access_token()
     assert tokens.verify_access_token(token)["login_id"] == "l"
     checks = []
-    real_verify = tokens._verify
-    monkeypatch.setattr(tokens, "_verify", lambda *args: checks.append(args) or real_verify(*args))
+    real_verify = our_jws.verify
+    monkeypatch.setattr(our_jws, "verify", lambda *args: checks.append(args) or real_verify(*args))
     claims_seen = tokens.verify_access_token(token)
     assert claims_seen["login_id"] == "l" and checks == []  # remembered: no second signature check
     claims_seen["login_id"] = "someone-else"  # a caller's copy: the remembered claims are untouched
@@ -175,8 +176,8 @@ def test_remembered_tokens_are_checked_again_when_their_key_is(monkeypatch):
     token = access_token()
     tokens.verify_access_token(token)
     checks = []
-    real_verify = tokens._verify
-    monkeypatch.setattr(tokens, "_verify", lambda *args: checks.append(args) or real_verify(*args))
+    real_verify = our_jws.verify
+    monkeypatch.setattr(our_jws, "verify", lambda *args: checks.append(args) or real_verify(*args))
     later = time.monotonic() + tokens.CACHE_SECONDS + 1
     monkeypatch.setattr(tokens.time, "monotonic", lambda: later)
     assert tokens.verify_access_token(token)["login_id"] == "l"

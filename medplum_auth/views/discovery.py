@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from .. import keys, tokens
+from .. import dpop, keys, tokens
 from ..conf import auth_settings
 
 
@@ -45,6 +45,7 @@ def metadata() -> dict[str, Any]:
                                                   "none"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "ES256", "ES384"],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": list(dpop.ALGORITHMS),
         "scopes_supported": ["openid", "profile", "email", "fhirUser", "offline_access", "online_access"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "amr", "acr", "nonce", "at_hash", "name",
                              "given_name", "family_name", "preferred_username", "email", "email_verified",

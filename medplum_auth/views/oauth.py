@@ -11,8 +11,9 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 
-from .. import authorization, clientauth, jsonbody, par, registration, services, throttle
+from .. import authorization, clientauth, dpop, jsonbody, par, registration, services, throttle
 from ..authorization import DEFAULT_DESCRIPTIONS
+from ..conf import auth_settings
 from ..models import ClientApplication
 from ..server import get_server
 from .decorators import auth_page
@@ -97,6 +98,26 @@ class OAuthMethodsMixin:
         return method_not_allowed(self._allowed_methods())  # type: ignore[attr-defined]
 
 
+def dpop_error(exc: dpop.DPoPError) -> JsonResponse:
+    """RFC 9449 §5, §8: 400 ``invalid_dpop_proof``, or ``use_dpop_nonce`` with a ``DPoP-Nonce`` to retry with."""
+    response = oauth_error(exc.error, exc.description)
+    response["Cache-Control"] = "no-store"
+    if exc.nonce:
+        response["DPoP-Nonce"] = exc.nonce
+    return response
+
+
+def dpop_proof(request: HttpRequest) -> dpop.Proof | None | JsonResponse:
+    """The request's verified DPoP proof (``None`` when it sent none), or the error to answer."""
+    header = request.META.get("HTTP_DPOP")
+    if header is None:
+        return None
+    try:
+        return dpop.verify(header, method=request.method or "POST", uris=dpop.request_uris(request))
+    except dpop.DPoPError as exc:
+        return dpop_error(exc)
+
+
 def too_many_failures(seconds: int) -> JsonResponse:
     """429 (RFC 6585 §4) with ``Retry-After``; the body is an RFC 6749 error object.
 
@@ -144,6 +165,13 @@ class TokenView(OAuthMethodsMixin, View):
         wait = throttle.retry_after(counters)  # the one cache read of a successful request
         if wait is not None:
             return too_many_failures(wait)
+        proof = dpop_proof(request)
+        if isinstance(proof, HttpResponse):
+            return proof
+        # RFC 9449 §5: a proof binds the tokens to its key. oauthlib adds "extra credentials" to the
+        # token response (token_type) and hands them to the validator (the key's thumbprint, which
+        # the validator takes out of the response again).
+        credentials = {"token_type": "DPoP", "dpop_jkt": proof.jkt} if proof else None
         headers = {"Content-Type": FORM_CONTENT_TYPE}
         for meta, name in (("HTTP_AUTHORIZATION", "Authorization"), ("HTTP_ORIGIN", "Origin")):
             if meta in request.META:
@@ -155,7 +183,7 @@ class TokenView(OAuthMethodsMixin, View):
         locking = grant_type in LOCKING_GRANTS or connection.vendor == "sqlite"
         with transaction.atomic() if locking else contextlib.nullcontext():
             out_headers, out_body, status = get_server().create_token_response(
-                request.build_absolute_uri(request.path), "POST", body, headers)
+                request.build_absolute_uri(request.path), "POST", body, headers, credentials)
         if status >= 400:
             error = "invalid_client" if status == 401 else _error_code(out_body)
             if error in COUNTED_ERRORS:
@@ -166,6 +194,8 @@ class TokenView(OAuthMethodsMixin, View):
                 response[name] = value
         response["Cache-Control"] = "no-store"
         response["Pragma"] = "no-cache"
+        if auth_settings.DPOP_NONCE_REQUIRED and proof:  # RFC 9449 §8.2: the nonce for the next proof
+            response["DPoP-Nonce"] = dpop.current_nonce()
         if status == 401:
             # RFC 6749 §5.2: the scheme the client used (Basic), not oauthlib's "Bearer".
             response["WWW-Authenticate"] = 'Basic realm="oauth2", error="invalid_client"'
@@ -212,6 +242,12 @@ class PushedAuthorizationView(View):
         if "request_uri" in params:
             return oauth_error("invalid_request", "request_uri cannot be pushed (RFC 9126 §2.1).")
         params["client_id"] = client.client_id  # the authenticated client's, whatever Basic or the body said
+        proof = dpop_proof(request)
+        if isinstance(proof, HttpResponse):
+            return proof
+        # RFC 9449 §10.1: a proof at the PAR endpoint binds the code as dpop_jkt does; both must agree.
+        if proof is not None and params.setdefault("dpop_jkt", proof.jkt) != proof.jkt:
+            return dpop_error(dpop.invalid("dpop_jkt is not the thumbprint of the DPoP proof's key."))
         problem = authorization.check_pushed(params)
         if problem:
             return oauth_error(*problem)

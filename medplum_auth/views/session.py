@@ -150,10 +150,14 @@ class IntrospectView(OAuthMethodsMixin, View):
             "scope": (claims or {}).get("scope", login.scope),
             "iss": tokens.auth_settings.ISSUER,
             "sub": str(login.user_id) if login.user_id else login.client.client_id,
-            "token_type": "Bearer" if claims else "refresh_token",
+            "token_type": ("DPoP" if (claims or {}).get("cnf") else "Bearer") if claims else "refresh_token",
         }
         if claims:
             body.update(exp=claims["exp"], iat=claims["iat"])
+            if claims.get("cnf"):
+                body["cnf"] = claims["cnf"]  # RFC 9449 §6.2: the resource server checks the proof's key
+        elif login.dpop_jkt:
+            body["cnf"] = {"jkt": login.dpop_jkt}  # a public client's refresh token is bound too
         elif login.refresh_expires_at:
             body["exp"] = int(login.refresh_expires_at.timestamp())
         if login.profile:

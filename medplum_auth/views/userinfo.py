@@ -12,26 +12,26 @@ from ..oauth2_validators import MedplumOAuth2Validator
 from .oauth import OAuthMethodsMixin
 
 
-def bearer_challenge(error: str, description: str, status: int = 401) -> HttpResponse:
-    """RFC 6750 §3: 401 with ``WWW-Authenticate: Bearer`` (no error code when no token was sent)."""
-    response = JsonResponse({"error": error, "error_description": description}, status=status)
-    challenge = 'Bearer realm="oauth2"'
-    if error != "invalid_request":
-        challenge += f', error="{error}", error_description="{description}"'
-    response["WWW-Authenticate"] = challenge
+def bearer_challenge(error: bearer.BearerError) -> HttpResponse:
+    """RFC 6750 §3 / RFC 9449 §7.1: 401 with ``WWW-Authenticate`` (and ``DPoP-Nonce`` to retry with)."""
+    response = JsonResponse({"error": error.error, "error_description": error.description}, status=401)
+    response["WWW-Authenticate"] = error.challenge("oauth2")
+    if error.nonce:
+        response["DPoP-Nonce"] = error.nonce
     response["Cache-Control"] = "no-store"
     return response
 
 
 def bearer_context(request: HttpRequest, allow_body: bool = False) -> bearer.AccessContext | HttpResponse:
-    """The verified access token of the request, or the RFC 6750 401 response to return."""
-    token = bearer.token_from_request(request, allow_body=allow_body)
-    if not token:
-        return bearer_challenge("invalid_request", "Missing access token.")
+    """The verified access token of the request, or the 401 response to return."""
+    found = bearer.credentials(request, allow_body=allow_body)
+    if not found:
+        return bearer_challenge(bearer.BearerError("invalid_request", "Missing access token."))
+    scheme, token = found
     try:
-        return bearer.authenticate(token)
+        return bearer.authenticate(token, scheme=scheme, request=request)
     except bearer.BearerError as exc:
-        return bearer_challenge(exc.error, exc.description)
+        return bearer_challenge(exc)
 
 
 @method_decorator(csrf_exempt, name="dispatch")

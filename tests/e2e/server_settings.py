@@ -15,6 +15,8 @@ from tests.settings import *  # noqa: F403
 
 DATABASES = {"default": json.loads(os.environ["MEDPLUM_E2E_DATABASE"])}
 WHITENOISE_USE_FINDERS = True
+# DPoP clients (openid-client) must handle server nonces (RFC 9449 §8, §9); no other e2e client uses DPoP.
+MEDPLUM_AUTH = {**MEDPLUM_AUTH, "DPOP_NONCE_REQUIRED": True}  # noqa: F405
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
 if os.environ.get("MEDPLUM_E2E_REDIS_URL"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import pytest
+from jwcrypto import jwk
 
 from medplum_auth import services
-from medplum_auth.models import ClientApplication
+from medplum_auth.models import ClientApplication, Login
 from tests.e2e.conftest import POST_LOGOUT_URI
 
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 
 
 @pytest.mark.spec("OIDC Core 3.1 (code flow), RFC 7636 S256, RFC 9207 iss, OIDC Core 12 refresh, RFC 7009, "
-                  "OIDC RP-Initiated Logout 1.0, OIDC Core 3.1.2.6 login_required, RFC 9126 PAR, RFC 7591 registration")
+                  "OIDC RP-Initiated Logout 1.0, OIDC Core 3.1.2.6 login_required, RFC 9126 PAR, "
+                  "RFC 7591 registration, "
+                  "RFC 9449 DPoP")
 def test_openid_client_code_flow(seed, run_node, live_gunicorn):
     data = seed()
     _row, registration_token = services.create_registration_token(data.client.project, label="e2e")
+    nonce_refusals_before = _nonce_refusals(live_gunicorn)
     out = run_node("oidc.mjs", data, E2E_REGISTRATION_TOKEN=registration_token)
     issuer = live_gunicorn.url
     membership = data.membership
@@ -78,6 +82,28 @@ def test_openid_client_code_flow(seed, run_node, live_gunicorn):
     assert "consent" in registration["steps"] and "signin" not in registration["steps"]
     assert registration["aud"] == registered.client_id and registration["sub"] == claims["sub"]
 
+    # RFC 9449: every token openid-client got with its DPoP handle is bound to its key (thumbprint by
+    # jwcrypto, not the server's code); the pushed request carried the proof, so the browser saw only
+    # client_id and request_uri; the server required nonces and openid-client retried with them.
+    bound = out["dpop"]
+    jkt = jwk.JWK(**bound["public_jwk"]).thumbprint()
+    assert bound["algs"] == ["ES256", "ES384", "PS256", "RS256"]
+    assert bound["authorize_params"] == ["client_id", "request_uri"]
+    assert bound["token_type"] == bound["refreshed_token_type"] == "dpop"  # openid-client lower-cases it
+    assert bound["access_token_claims"]["cnf"] == {"jkt": jkt} == bound["refreshed_access_token_claims"]["cnf"]
+    dpop_login = Login.objects.get(pk=bound["access_token_claims"]["login_id"])
+    assert dpop_login.dpop_jkt == jkt  # a public client's refresh token is bound too
+    assert bound["fhir_status"] == 200 and bound["fhir_resource_type"] == "Bundle"
+    assert bound["userinfo_sub"] == claims["sub"]
+    assert bound["as_bearer_status"] == 401 and 'error="invalid_token"' in bound["as_bearer_challenge"]
+    assert bound["as_bearer_challenge"].startswith("DPoP ")
+    assert bound["other_key_refresh_error"]["error"] == "invalid_dpop_proof"
+    # The nonce round trip happened: the first proof (at PAR) was refused for want of a nonce and
+    # retried with the DPoP-Nonce; every later proof carried it (the FHIR API takes the same nonces),
+    # so the FHIR read's one 401 is the Bearer attempt.
+    refusals = {k: v - nonce_refusals_before[k] for k, v in _nonce_refusals(live_gunicorn).items()}
+    assert refusals == {"POST /oauth2/par": 1, "GET /fhir/R4/Patient?_count=1": 1}, refusals
+
     # RFC 7009 revocation: the revoked refresh token no longer works.
     assert out["revocation"]["after_revoke_error"]["error"] == "invalid_grant"
 
@@ -85,3 +111,10 @@ def test_openid_client_code_flow(seed, run_node, live_gunicorn):
     # prompt=none answers login_required (openid-client parsed the error redirect, iss included).
     assert out["logout"]["landing"] == f"{POST_LOGOUT_URI}?state={out['logout']['state']}"
     assert out["logout"]["after_logout_error"]["error"] == "login_required"
+
+
+def _nonce_refusals(server) -> dict[str, int]:
+    """Access-log lines of the refusals a missing DPoP nonce causes (gunicorn's format: "request" status)."""
+    text = server.log.read_text(errors="replace") if server.log.exists() else ""
+    return {"POST /oauth2/par": text.count('"POST /oauth2/par HTTP/1.1" 400'),
+            "GET /fhir/R4/Patient?_count=1": text.count('"GET /fhir/R4/Patient?_count=1 HTTP/1.1" 401')}

@@ -2,8 +2,9 @@
 
 The scale-out test runs them on PostgreSQL and a shared Redis cache behind a round-robin proxy
 (``examples/cluster/proxy.py``, as ``python3 dev.py cluster`` does): every request of the flow
-lands on the other instance than the one before, a key rotation, the token throttle and a logout
-hold across them, and killing one instance mid-load costs no request on the other.
+lands on the other instance than the one before, a key rotation, the token throttle, DPoP
+nonces and replay detection and a logout hold across them, and killing one instance mid-load
+costs no request on the other.
 
 A browser-like client signs in and gets a code on instance A; the code is traded, the token
 used and refreshed across instances A and B, and a replayed refresh token on B revokes the
@@ -38,6 +39,7 @@ import pytest
 
 from examples.cluster.proxy import RoundRobinProxy
 from tests.e2e.conftest import REDIRECT_URI, gunicorn, unavailable
+from tests.oauth.dpop_client import DPoPKey
 
 pytestmark = [pytest.mark.django_db(transaction=True, serialized_rollback=True),
               pytest.mark.spec("DESIGN §7 stateless app instances")]
@@ -233,6 +235,7 @@ def test_round_robin_on_postgres_and_redis(tmp_path: Path) -> None:
     project = services.create_project("Scale-out")
     client, _ = services.create_client(project, "Public app", redirect_uris=[REDIRECT_URI], public=True)
     noisy, _ = services.create_client(project, "Noisy app", redirect_uris=[REDIRECT_URI], public=True)
+    machine, machine_secret = services.create_client(project, "Backend service")
     services.invite_member(project, "pat@scale.example", profile_type="Patient", first_name="Pat", last_name="Scale",
                            password="Scale-Out-Pass-2026!")
     proxy = RoundRobinProxy(("127.0.0.1", 0))
@@ -269,6 +272,33 @@ def test_round_robin_on_postgres_and_redis(tmp_path: Path) -> None:
             status, headers, body = Browser().request(f"{instance.url}/oauth2/token", bad)
             assert (status, json.loads(body)["error"]) == (429, "temporarily_unavailable")
             assert int(headers["Retry-After"]) > 0
+
+        # 3b. DPoP: a nonce from A is good at B (stateless, one SECRET_KEY), and a proof accepted
+        # by A is refused as a replay by B (its jti is in the shared Redis cache).
+        key = DPoPKey("ES256")
+        machine_auth = {"Authorization": "Basic " + base64.b64encode(
+            f"{machine.client_id}:{machine_secret}".encode()).decode()}
+        token_url = f"{proxy.url}/oauth2/token"
+        grant = {"grant_type": "client_credentials"}
+
+        def dpop_token(instance: Any, proof: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+            status, headers, body = Browser().request(f"{instance.url}/oauth2/token", grant,
+                                                      {**machine_auth, "DPoP": proof})
+            return status, headers, json.loads(body)
+
+        status, headers, body = dpop_token(a, key.proof("POST", token_url))
+        assert (status, body["error"]) == (400, "use_dpop_nonce"), body
+        proof = key.proof("POST", token_url, nonce=headers["DPoP-Nonce"])
+        status, _, bound = dpop_token(b, proof)
+        assert status == 200 and bound["token_type"] == "DPoP", bound
+        status, _, body = dpop_token(a, proof)
+        assert (status, body["error"]) == (400, "invalid_dpop_proof") and "used before" in body["error_description"]
+        read = key.proof("GET", f"{proxy.url}/oauth2/userinfo", access_token=bound["access_token"],
+                         nonce=headers["DPoP-Nonce"])
+        replies = [Browser().request(f"{i.url}/oauth2/userinfo", headers={
+            "Authorization": f"DPoP {bound['access_token']}", "DPoP": read})[:2] for i in (a, b)]
+        assert replies[0][0] == 200 and replies[1][0] == 401, replies
+        assert 'error="invalid_dpop_proof"' in replies[1][1]["WWW-Authenticate"]
 
         # 4. Logout on one instance revokes the login on the other at once.
         status, logout_on, _ = through(proxy, "/oauth2/logout", {},

@@ -497,3 +497,13 @@ def test_private_key_jwt_with_unreachable_jwks_uri(client, oauth_project, signin
 def test_private_key_jwt_client_without_keys(client, confidential_client, signing_keys):
     assertion = make_assertion(signing_keys["RS256"], confidential_client.client_id)
     assert_invalid_client(client_credentials(client, assertion_data(assertion)))
+
+
+@pytest.mark.spec("RFC 7523 §3")
+@pytest.mark.parametrize("jwks", [{"keys": [{"kty": "EC"}]}, {"keys": ["x"]}, {"keys": [{"kty": "bogus"}]}])
+def test_a_malformed_inline_jwks_is_invalid_client_not_a_500(client, oauth_project, signing_keys, jwks):
+    """The model accepts any key list (the admin may fix it later); an assertion against it is refused."""
+    app = ClientApplicationFactory(project=oauth_project, plaintext_secret="", client_secret="", jwks=jwks)
+    response = client_credentials(client, assertion_data(make_assertion(signing_keys["ES256"], app.client_id)))
+    assert_invalid_client(response)
+    assert not Login.objects.exists()

@@ -8,10 +8,14 @@ from datetime import timedelta
 import pytest
 from django.test import Client
 from django.utils import timezone
+from jwcrypto import jwk
 
+from medplum_auth.assertions import ASSERTION_TYPE
+from medplum_auth.conf import auth_settings
 from medplum_auth.models import Login, PushedAuthorizationRequest
 from tests.factories import ClientApplicationFactory
 from tests.oauth.conftest import REDIRECT_URI, Flow, basic_auth, post_form, query
+from tests.oauth.test_client_auth import make_assertion
 
 PAR = "/oauth2/par"
 PREFIX = "urn:ietf:params:oauth:request_uri:"
@@ -85,6 +89,10 @@ def test_wrong_secret_is_invalid_client_and_nothing_is_stored(client, confidenti
     ({"prompt": "sometimes"}, "invalid_request", "Unknown prompt"),
     ({"request_uri": PREFIX + "x"}, "invalid_request", "request_uri cannot be pushed"),
     ({"request": "eyJ.x.y"}, "request_not_supported", ""),
+    # PostgreSQL's JSON cannot hold NUL: refused before it is stored, never a 500.
+    ({"state": "a\x00b"}, "invalid_request", "NUL"),
+    ({"nonce": "\x00"}, "invalid_request", "NUL"),
+    ({"login_hint\x00": "x"}, "invalid_request", "NUL"),
 ])
 def test_an_invalid_request_is_refused_at_the_par_endpoint(client, flow, overrides, error, text):
     response = push(client, flow, **overrides)
@@ -157,3 +165,33 @@ def test_par_accepts_only_form_posts(client, flow):
     assert json_body.status_code == 400 and json_body.json()["error"] == "invalid_request"
     get = client.get(PAR)
     assert get.status_code == 405
+
+
+@pytest.mark.spec("RFC 9126 §2, RFC 7523 §3")
+@pytest.mark.parametrize("audience, status", [
+    ("/oauth2/token", 201), ("", 201), ("/oauth2/par", 201),
+    ("/oauth2/introspect", 401), ("https://other.example.org/oauth2/par", 401),
+])
+def test_a_private_key_jwt_client_pushes_with_the_audiences_rfc_9126_names(client, oauth_project, audience, status):
+    """RFC 9126 §2: at the PAR endpoint the assertion's aud may be the issuer, token or PAR endpoint."""
+    key = jwk.JWK.generate(kty="EC", crv="P-256", kid="par-key", alg="ES256")
+    app = ClientApplicationFactory(project=oauth_project, plaintext_secret="", client_secret="",
+                                   jwks={"keys": [key.export_public(as_dict=True)]})
+    aud = audience if audience.startswith("https://") else auth_settings.ISSUER + audience
+    flow = Flow(client, app)
+    response = post_form(client, PAR, {**flow.params(), "client_assertion_type": ASSERTION_TYPE,
+                                       "client_assertion": make_assertion(key, app.client_id, aud=aud)})
+    assert response.status_code == status, response.content
+    if status == 201:
+        assert PushedAuthorizationRequest.objects.get().client_id == app.pk
+    else:
+        assert response.json()["error"] == "invalid_client" and not PushedAuthorizationRequest.objects.exists()
+
+
+def test_a_push_authenticated_as_one_client_cannot_name_another(client, confidential_client, public_client):
+    """The body's client_id must be the authenticated client's: no request is stored for either."""
+    flow = Flow(client, confidential_client)
+    auth = {"HTTP_AUTHORIZATION": basic_auth(confidential_client.client_id, confidential_client.plaintext_secret)}
+    response = post_form(client, PAR, {**flow.params(), "client_id": public_client.client_id}, **auth)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+    assert not PushedAuthorizationRequest.objects.exists()

@@ -10,6 +10,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
+from jwcrypto import jwk
 
 from medplum_auth import services
 from medplum_auth.models import ClientApplication, RegistrationToken, SecurityEvent
@@ -17,6 +18,7 @@ from tests.factories import AccessPolicyFactory, ProjectFactory
 from tests.oauth.conftest import REDIRECT_URI, Flow, basic_auth, post_form
 
 REGISTER = "/oauth2/register"
+PRIVATE_KEY = jwk.JWK.generate(kty="EC", crv="P-256", kid="registered", alg="ES256")
 pytestmark = pytest.mark.spec("RFC 7591, RFC 7592")
 
 
@@ -125,6 +127,34 @@ def test_open_registration_setting_names_the_project(client, oauth_project, sett
      "id_token_signed_response_alg"),
     ({"redirect_uris": [REDIRECT_URI], "software_statement": "eyJ.x.y"}, "invalid_software_statement", ""),
     ([REDIRECT_URI], "invalid_client_metadata", "JSON object"),
+    # Wrong JSON types and characters PostgreSQL cannot store: the RFC's error, never a 500.
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": ["none"]}, "invalid_client_metadata",
+     "token_endpoint_auth_method"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": {"a": 1}}, "invalid_client_metadata",
+     "token_endpoint_auth_method"),
+    ({"redirect_uris": ["https://app.example.org/cb\x00"]}, "invalid_redirect_uri", "control character"),
+    ({"redirect_uris": [REDIRECT_URI], "post_logout_redirect_uris": ["https://app.example.org/\x7f"]},
+     "invalid_redirect_uri", "control character"),
+    ({"redirect_uris": [REDIRECT_URI], "client_name": "App\x00"}, "invalid_client_metadata", "control characters"),
+    ({"redirect_uris": [REDIRECT_URI], "client_name": 7}, "invalid_client_metadata", "client_name"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+      "jwks_uri": "https://keys.example.org/\x00"}, "invalid_client_metadata", "jwks_uri"),
+    # private_key_jwt keys: public RSA or EC keys only, at least one.
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": []}},
+     "invalid_client_metadata", "at least one key"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt", "jwks": "keys"},
+     "invalid_client_metadata", "JSON Web Key Set"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+      "jwks": {"keys": [{"kty": "EC"}]}}, "invalid_client_metadata", "valid RSA or EC keys"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": ["x"]}},
+     "invalid_client_metadata", "valid RSA or EC keys"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+      "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}, "invalid_client_metadata", "valid RSA or EC keys"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+      "jwks": {"keys": [PRIVATE_KEY.export_private(as_dict=True)]}}, "invalid_client_metadata", "public keys only"),
+    ({"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+      "jwks": {"keys": [{**PRIVATE_KEY.export_public(as_dict=True), "kid": "k\x00"}]}}, "invalid_client_metadata",
+     "control characters"),
 ])
 def test_bad_metadata_gets_the_rfc_7591_error(client, initial, metadata, error, text):
     response = register(client, metadata, initial)
@@ -200,3 +230,94 @@ def test_command_prints_a_working_token_and_discovery_lists_the_endpoint(client,
     assert register(client, {"redirect_uris": [REDIRECT_URI]}, printed["registration_token"]).status_code == 201
     assert client.get("/.well-known/openid-configuration").json()["registration_endpoint"].endswith(
         "/oauth2/register")
+
+
+@pytest.mark.parametrize("metadata", [
+    {"token_endpoint_auth_method": "client_secret_post", "grant_types": ["authorization_code"]},
+    {"token_endpoint_auth_method": "none", "grant_types": ["authorization_code"]},
+    {"token_endpoint_auth_method": "client_secret_basic", "grant_types": ["client_credentials"],
+     "response_types": []},
+])
+def test_a_read_returns_the_metadata_as_registered(client, initial, metadata):
+    """RFC 7592 §2.1: the read returns all registered metadata, not what the client's type allows."""
+    sent = {"redirect_uris": [REDIRECT_URI], **metadata}
+    body = register(client, sent, initial).json()
+    read = client.get(f"{REGISTER}/{body['client_id']}",
+                      HTTP_AUTHORIZATION=f"Bearer {body['registration_access_token']}").json()
+    for name in ("token_endpoint_auth_method", "grant_types", "response_types"):
+        assert read[name] == body[name], name
+    assert read["token_endpoint_auth_method"] == metadata["token_endpoint_auth_method"]
+    assert read["grant_types"] == metadata["grant_types"]
+
+
+def test_an_update_replaces_the_kept_metadata_and_is_audited(client, initial):
+    body = register(client, {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "client_secret_post"},
+                    initial).json()
+    uri, auth = f"{REGISTER}/{body['client_id']}", {"HTTP_AUTHORIZATION": f"Bearer {body['registration_access_token']}"}
+    changed = {"client_id": body["client_id"], "redirect_uris": [REDIRECT_URI],
+               "grant_types": ["authorization_code", "refresh_token"]}
+    assert client.put(uri, json.dumps(changed), content_type="application/json", **auth).status_code == 200
+    read = client.get(uri, **auth).json()
+    # Omitted fields take their defaults again (RFC 7592 §2.2: the update replaces the metadata).
+    assert read["token_endpoint_auth_method"] == "client_secret_basic"
+    assert read["grant_types"] == ["authorization_code", "refresh_token"]
+    event = SecurityEvent.objects.get(event_type="client.updated")
+    assert event.detail["fields"] == ["registered_metadata"]
+
+
+def test_the_audit_trail_names_the_initial_access_token(client, oauth_project, settings):
+    row, token = services.create_registration_token(oauth_project, label="partner")
+    body = register(client, {"redirect_uris": [REDIRECT_URI]}, token).json()
+    created = ClientApplication.objects.get(client_id=body["client_id"])
+    event = SecurityEvent.objects.get(event_type="client.created", subject=created.reference)
+    assert event.project_id == oauth_project.pk
+    assert event.detail == {"public": False, "pkce_optional": False, "registration": "RFC 7591",
+                            "registration_token": f"RegistrationToken/{row.pk}"}
+    settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "OPEN_CLIENT_REGISTRATION": str(oauth_project.pk)}
+    opened = register(client, {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"}).json()
+    event = SecurityEvent.objects.get(subject=ClientApplication.reference_for(opened["client_id"]),
+                                      event_type="client.created")
+    assert event.detail["registration"] == "RFC 7591" and event.detail["registration_token"] is None
+
+
+@pytest.mark.parametrize("metadata", [
+    {"redirect_uris": ["http://127.0.0.1:5000/cb", "http://[::1]:5000/cb"], "token_endpoint_auth_method": "none"},
+    {"redirect_uris": [REDIRECT_URI], "id_token_signed_response_alg": "RS256"},
+    {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+     "jwks": {"keys": [PRIVATE_KEY.export_public(as_dict=True)]}},
+    {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "private_key_jwt",
+     "jwks_uri": "https://keys.example.org/jwks.json"},
+])
+def test_valid_metadata_is_registered_as_sent(client, initial, metadata):
+    """Loopback http redirect URIs (RFC 8252 §7.3), the signing algorithm, private_key_jwt with either key source."""
+    response = register(client, metadata, initial)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert {name: body[name] for name in metadata} == metadata
+    row = ClientApplication.objects.get(client_id=body["client_id"])
+    assert row.redirect_uri_list == metadata["redirect_uris"]
+    assert (row.jwks, row.jwks_uri) == (metadata.get("jwks"), metadata.get("jwks_uri", ""))
+    assert ("client_secret" in body) == (metadata.get("token_endpoint_auth_method") in (None, "client_secret_basic"))
+
+
+def test_a_token_of_an_inactive_project_registers_nothing(client, oauth_project):
+    _row, token = services.create_registration_token(oauth_project)
+    services.update_project(oauth_project, active=False)
+    response = register(client, {"redirect_uris": [REDIRECT_URI]}, token)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_token"
+    assert not ClientApplication.objects.exists()
+
+
+def test_a_registered_client_uses_client_credentials_only_if_it_registered_that_grant(client, initial):
+    """A client registered for sign-ins cannot act for itself (RFC 7591 §2 grant_types)."""
+    signs_in = register(client, {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "client_secret_post"},
+                        initial).json()
+    acts = register(client, {"grant_types": ["client_credentials"], "response_types": [],
+                             "token_endpoint_auth_method": "client_secret_post"}, initial).json()
+    refused = post_form(client, "/oauth2/token", {"grant_type": "client_credentials",
+                                                  "client_id": signs_in["client_id"],
+                                                  "client_secret": signs_in["client_secret"]})
+    assert refused.status_code == 400 and refused.json()["error"] == "unauthorized_client"
+    granted = post_form(client, "/oauth2/token", {"grant_type": "client_credentials", "client_id": acts["client_id"],
+                                                  "client_secret": acts["client_secret"]})
+    assert granted.status_code == 200, granted.content

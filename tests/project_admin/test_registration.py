@@ -56,3 +56,23 @@ def test_another_projects_policy_and_token_are_out_of_reach(pa, project):
     assert pa.post(url("registration-revoke", project, foreign.pk)).status_code == 404
     foreign.refresh_from_db()
     assert foreign.revoked_at is None
+
+
+def test_a_registered_client_shows_in_the_client_list_and_its_page(pa, project, client):
+    policy = AccessPolicyFactory(project=project, name="Partner apps")
+    _row, token = services.create_registration_token(project, access_policy=policy)
+    response = client.post("/oauth2/register", json.dumps({"client_name": "Self-registered app",
+                                                           "redirect_uris": ["https://app.example.org/cb"]}),
+                           content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    registered = ClientApplication.objects.get(client_id=response.json()["client_id"])
+    manual, _ = services.create_client(project, "Hand-made app", redirect_uris="https://app.example.org/cb")
+
+    listing = text(pa.get(url("clients", project)))
+    rows = {name: row for row in listing.split("<tr>")[1:] for name in ("Self-registered app", "Hand-made app")
+            if name in row}
+    assert registered.client_id in rows["Self-registered app"] and "Partner apps" in rows["Self-registered app"]
+    assert 'class="badge registered"' in rows["Self-registered app"]
+    assert 'class="badge registered"' not in rows["Hand-made app"]
+    page = text(pa.get(url("client", project, registered.pk)))
+    assert 'id="client-registration"' in page and "RFC 7591" in page
+    assert 'id="client-registration"' not in text(pa.get(url("client", project, manual.pk)))

@@ -1,4 +1,4 @@
-"""``Authorization: Bearer`` authentication with this provider's access tokens (RFC 6750)."""
+"""``Authorization: Bearer`` (RFC 6750) and ``DPoP`` (RFC 9449) authentication with this provider's access tokens."""
 
 from __future__ import annotations
 
@@ -49,7 +49,8 @@ class ClientPrincipal:
 
 
 class BearerAuthentication(BaseAuthentication):
-    """Verify a Bearer access token: signature, ``typ: at+jwt``, expiry and the login's revocation.
+    """Verify a Bearer access token: signature, ``typ: at+jwt``, expiry and the login's revocation;
+    a DPoP-bound one (RFC 9449) as ``Authorization: DPoP`` with its proof.
 
     Returns ``None`` when the request carries no Bearer token (another scheme may apply);
     ``request.user`` is the Django user, loaded on first use (or a :class:`ClientPrincipal`), ``request.auth`` the
@@ -57,13 +58,15 @@ class BearerAuthentication(BaseAuthentication):
     """
 
     def authenticate(self, request: Request) -> tuple[Any, bearer.AccessContext] | None:
-        token = bearer.token_from_request(getattr(request, "_request", request))
-        if token is None:
+        django_request = getattr(request, "_request", request)
+        found = bearer.credentials(django_request)
+        if found is None:
             return None
+        scheme, token = found
         try:
-            context = bearer.authenticate(token)
+            context = bearer.authenticate(token, scheme=scheme, request=django_request)
         except bearer.BearerError as exc:
-            raise InvalidBearerToken(exc.error, exc.description) from exc
+            raise InvalidBearerToken(exc.error, exc.description, exc.scheme, exc.nonce) from exc
         login = context.login
         # The Django user is loaded only if the API reads request.user (as Django's own
         # AuthenticationMiddleware does): the FHIR API never does, so it costs no query there.

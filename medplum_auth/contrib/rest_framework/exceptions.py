@@ -16,7 +16,7 @@ from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from ... import database
+from ... import bearer, database
 
 # HTTP status → (OperationOutcome id, issue code, text) for errors raised without their own.
 DEFAULT_OUTCOMES: dict[int, tuple[str, str, str]] = {
@@ -123,17 +123,22 @@ class DatabaseBusy(FhirError):
 
 
 class InvalidBearerToken(exceptions.AuthenticationFailed):
-    """401 with RFC 6750 §3.1 ``error`` and ``error_description`` in ``WWW-Authenticate``."""
+    """401 with RFC 6750 §3.1 ``error`` and ``error_description`` in ``WWW-Authenticate``; for a
+    DPoP request a ``DPoP`` challenge (RFC 9449 §7.1) and, to retry with, a ``DPoP-Nonce``."""
 
-    def __init__(self, error: str, description: str):
+    def __init__(self, error: str, description: str, scheme: str = "Bearer", nonce: str | None = None):
         super().__init__(description)
         self.bearer_error = error
         self.bearer_description = description
+        self.scheme = scheme
+        self.nonce = nonce
 
 
 def _challenge(exc: exceptions.APIException) -> str | None:
     header = getattr(exc, "auth_header", None)
     if header and isinstance(exc, InvalidBearerToken):
+        if exc.scheme == "DPoP":
+            return bearer.BearerError(exc.bearer_error, exc.bearer_description, "DPoP").challenge("")
         description = exc.bearer_description.replace('"', "'")
         header += f', error="{exc.bearer_error}", error_description="{description}"'
     return header
@@ -181,6 +186,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     challenge = _challenge(exc)
     if challenge and status_code == status.HTTP_401_UNAUTHORIZED:
         headers["WWW-Authenticate"] = challenge
+        if isinstance(exc, InvalidBearerToken) and exc.nonce:
+            headers["DPoP-Nonce"] = exc.nonce
     if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
         headers["Retry-After"] = str(int(exc.wait))
     elif isinstance(exc, DatabaseBusy):
