@@ -25,6 +25,7 @@ FHIR_TYPES = ("application/fhir+json", "application/json")
 #: Types with routes of their own (Binary's raw content, AuditEvent read-only) are not in the generic enum.
 OWN_ROUTES = ("AuditEvent", "Binary")
 SECURITY = [{"bearerAuth": []}]
+DPOP = ref("DPoPProof", "parameters")  # medplum_auth's: the proof sent with Authorization: DPoP
 VERSION_HEADERS = {"ETag": header('W/"<versionId>"'), "Last-Modified": header("HTTP date")}
 
 
@@ -60,13 +61,12 @@ def errors(*codes: str) -> dict[str, Any]:
 
 def interaction(summary: str, responses: dict[str, Any], *, request: dict[str, Any] | None = None,
                 parameters: list[dict[str, Any]] | None = None, operation_id: str = "") -> dict[str, Any]:
-    operation: dict[str, Any] = {"tags": [FHIR], "summary": summary, "security": SECURITY, "responses": responses}
+    operation: dict[str, Any] = {"tags": [FHIR], "summary": summary, "security": SECURITY, "responses": responses,
+                                 "parameters": [*(parameters or []), DPOP]}
     if operation_id:
         operation["operationId"] = operation_id
     if request is not None:
         operation["requestBody"] = request
-    if parameters:
-        operation["parameters"] = parameters
     return operation
 
 

@@ -258,8 +258,19 @@ class NotFoundView(MetadataView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         raise ResourceNotFound()
 
-    # OPTIONS too: DRF's default answered 200 with this view's metadata and an Allow of every method
-    post = put = patch = delete = options = get
+    # Every method, unknown ones too (TRACE, QUERY): DRF's default answered OPTIONS 200 with this view's
+    # metadata and an Allow of every method, others a 405 (there is no resource here to allow a method on)
+    post = put = patch = delete = options = head = trace = get
+
+    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise ResourceNotFound()
+
+    @property
+    def default_response_headers(self) -> dict[str, str]:
+        """No ``Allow``: there is no resource here to allow methods on (DRF lists every method)."""
+        headers = super().default_response_headers
+        headers.pop("Allow", None)
+        return headers
 
 
 @csrf_exempt  # public and GET only: any other method is a 405, not the CSRF failure page

@@ -59,6 +59,11 @@ TOKEN_FORM = {"type": "object", "required": ["token"],
               "properties": {**strings("token", "token_type_hint")["properties"],
                              **CLIENT_CREDENTIALS_FIELDS["properties"]}}
 
+#: RFC 9449: a DPoP proof JWT, at the token and PAR endpoints (binds the tokens to its key) and with
+#: ``Authorization: DPoP <token>`` wherever an access token is sent (components/parameters/DPoPProof).
+DPOP = ref("DPoPProof", "parameters")
+DPOP_NONCE = {"DPoP-Nonce": header("The nonce for the next DPoP proof (RFC 9449 §8)", required=False)}
+
 JSON_TYPES = (JSON, "application/fhir+json")  # @medplum/core sends application/fhir+json
 
 
@@ -87,9 +92,11 @@ def oauth(summary: str, description: str, responses: dict[str, Any], *, request:
 
 
 def client_authenticated(summary: str, description: str, success: dict[str, Any],
-                         request: dict[str, Any]) -> dict[str, Any]:
-    """A form POST authenticated as at the token endpoint, with its RFC 6749 errors (400, 401, 429)."""
-    return {"post": oauth(summary, description, {**success, **OAUTH_ERRORS}, request=request, security=CLIENT_AUTH)}
+                         request: dict[str, Any], dpop: bool = False) -> dict[str, Any]:
+    """A form POST authenticated as at the token endpoint, with its RFC 6749 errors (400, 401, 429);
+    ``dpop``: it takes a DPoP proof (400 ``invalid_dpop_proof`` or ``use_dpop_nonce``)."""
+    return {"post": oauth(summary, description, {**success, **OAUTH_ERRORS}, request=request, security=CLIENT_AUTH,
+                          **({"parameters": [DPOP]} if dpop else {}))}
 
 
 def _public_get(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +107,8 @@ def _public_get(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 USERINFO = oauth("UserInfo (OIDC Core §5.3)", "Claims of the token's user by scope (`profile`, `email`, `fhirUser`).",
-                 {"200": answer("The claims", ref("UserInfo"), headers=NO_STORE), **BEARER_401}, security=BEARER)
+                 {"200": answer("The claims", ref("UserInfo"), headers=NO_STORE), **BEARER_401}, security=BEARER,
+                 parameters=[DPOP])
 LOGOUT = oauth(
     "Sign out", "With `Authorization: Bearer` (Medplum's `signOut()`): revokes the login and answers an "
     "OperationOutcome. Without it: OIDC RP-initiated logout, an HTML confirmation page or a redirect to the "
@@ -138,12 +146,13 @@ PATHS: dict[str, Any] = {
         "`authorization_code` (with PKCE `code_verifier`), `refresh_token` (rotated) and `client_credentials`. "
         "Clients authenticate with `client_secret_basic`, `client_secret_post`, `private_key_jwt` or, public "
         "clients, by `client_id`. Errors are RFC 6749 §5.2 error objects.",
-        {"200": answer("Tokens", ref("TokenResponse"), headers=NO_STORE)}, TOKEN_REQUEST),
+        {"200": answer("Tokens (`token_type` DPoP when a proof was sent)", ref("TokenResponse"),
+                       headers={**NO_STORE, **DPOP_NONCE})}, TOKEN_REQUEST, dpop=True),
     "/oauth2/par": client_authenticated(
         "Pushed authorization request (RFC 9126)",
         "The authorization request's parameters, client-authenticated as at the token endpoint; the answer's "
         "`request_uri` is single use, for this client, within `expires_in` seconds.",
-        {"201": answer("Pushed", ref("PushedAuthorizationResponse"), headers=NO_STORE)}, PAR_REQUEST),
+        {"201": answer("Pushed", ref("PushedAuthorizationResponse"), headers=NO_STORE)}, PAR_REQUEST, dpop=True),
     "/oauth2/register": {"post": oauth(
         "Dynamic client registration (RFC 7591)",
         "Client metadata, authorized by an initial access token (Project Admin's **Client registration** page "
@@ -247,7 +256,8 @@ STRING_LIST = {"type": "array", "items": {"type": "string"}}
 COMPONENTS: dict[str, Any] = {
     "securitySchemes": {
         "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                       "description": "An access token from /oauth2/token"},
+                       "description": "An access token from /oauth2/token; a DPoP-bound one (RFC 9449) goes as "
+                                      "`Authorization: DPoP <token>` with a `DPoP` proof header instead"},
         "clientSecretBasic": {"type": "http", "scheme": "basic",
                               "description": "client_id and client_secret (RFC 6749 §2.3.1)"},
         "initialAccessToken": {"type": "http", "scheme": "bearer",
@@ -255,16 +265,20 @@ COMPONENTS: dict[str, Any] = {
         "registrationAccessToken": {"type": "http", "scheme": "bearer",
                                     "description": "The registration_access_token of the client (RFC 7592)"},
     },
+    "parameters": {"DPoPProof": {"name": "DPoP", "in": "header", "required": False, "schema": {"type": "string"},
+                                 "description": "A DPoP proof JWT (RFC 9449 §4)"}},
     "responses": {
         "OAuthBadRequest": answer("An RFC 6749 §5.2 error (invalid_request, invalid_grant, unsupported_grant_type, "
-                                  "invalid_scope, ...)", ref("OAuthError"), headers=NO_STORE),
+                                  "invalid_scope, ..., RFC 9449's invalid_dpop_proof and use_dpop_nonce)",
+                                  ref("OAuthError"), headers={**NO_STORE, **DPOP_NONCE}),
         "OAuthUnauthorized": answer("Client authentication failed (invalid_client)", ref("OAuthError"),
                                     headers={"WWW-Authenticate": header("Basic realm=\"oauth2\"")}),
         "OAuthThrottled": answer("Too many failed requests (temporarily_unavailable)", ref("OAuthError"),
                                  headers=RETRY_AFTER),
-        "BearerUnauthorized": answer("Missing, invalid, expired or revoked access token (RFC 6750 §3)",
-                                     ref("OAuthError"),
-                                     headers={"WWW-Authenticate": header("Bearer realm=\"oauth2\"")}),
+        "BearerUnauthorized": answer("Missing, invalid, expired or revoked access token (RFC 6750 §3), or a "
+                                     "missing or wrong DPoP proof (RFC 9449 §7.1)", ref("OAuthError"),
+                                     headers={"WWW-Authenticate": header("Bearer realm=\"oauth2\" (or DPoP ...)"),
+                                              **DPOP_NONCE}),
         "RegistrationUnauthorized": answer("Missing or wrong registration access token, or no such client",
                                            ref("OAuthError")),
         "BadRequestOutcome": answer("Invalid request; `expression` names the field", ref("OperationOutcome")),
@@ -302,6 +316,7 @@ COMPONENTS: dict[str, Any] = {
             "properties": {
                 "redirect_uris": STRING_LIST, "grant_types": STRING_LIST, "response_types": STRING_LIST,
                 "post_logout_redirect_uris": STRING_LIST, "jwks": OPEN_OBJECT,
+                "dpop_bound_access_tokens": {"type": "boolean"},
                 **strings("client_name", "token_endpoint_auth_method", "jwks_uri", "scope",
                           "id_token_signed_response_alg", "software_statement", "client_uri", "logo_uri",
                           "tos_uri", "policy_uri", "software_id", "software_version")["properties"]}},
@@ -315,6 +330,8 @@ COMPONENTS: dict[str, Any] = {
         "IntrospectionResponse": {
             "type": "object", "required": ["active"],
             "properties": {"active": {"type": "boolean"}, "exp": {"type": "integer"}, "iat": {"type": "integer"},
+                           "cnf": {"type": "object", "properties": {"jkt": {"type": "string"}},
+                                   "description": "The DPoP key's thumbprint of a bound token (RFC 9449 §6.2)"},
                            **strings("client_id", "scope", "iss", "sub", "token_type", "fhirUser", "patient",
                                      "encounter")["properties"]}},
         "UserInfo": {"type": "object", "required": ["sub"], "additionalProperties": True,

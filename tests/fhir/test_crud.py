@@ -181,8 +181,21 @@ def test_unknown_type_is_404(full_api):
 @pytest.mark.parametrize("path", ["/Patient/not,an,id", "/0/1/_history", "/patient/lowercase/x/y/z"])
 def test_options_of_an_unknown_path_is_404(full_api, path):
     """Issue 13 (schemathesis): OPTIONS answered 200 with DRF's description of the catch-all view."""
-    body = assert_outcome(full_api.options(path), 404, "not-found")
+    response = full_api.options(path)
+    body = assert_outcome(response, 404, "not-found")
     assert "description" not in body and "renders" not in body
+    assert "Allow" not in response  # DRF listed every method for a path that has no resource
+
+
+@pytest.mark.parametrize("method", ["TRACE", "QUERY", "HEAD", "PATCH"])
+def test_any_method_on_an_unknown_path_is_404(full_api, method):
+    """Issue 13 (schemathesis): TRACE or QUERY was a 405 without the Allow header RFC 9110 requires of one."""
+    response = full_api.client.generic(method, "/fhir/R4/AuditEvent/null,null",
+                                       HTTP_AUTHORIZATION=f"Bearer {full_api.token}")
+    assert response.status_code == 404
+    assert "Allow" not in response
+    if method != "HEAD":
+        assert response.json()["issue"][0]["code"] == "not-found"
 
 
 def test_missing_resource_is_404(full_api):
