@@ -21,8 +21,11 @@ each is stored):
 * ``date``: the start of the value in UTC as ``YYYY-MM-DDTHH:MM:SS`` (periods: their start and end).
 * ``uri``: the URI as is.
 * ``number``: the decimal as written (``0.50``); stored with its value in ``SearchIndex.number``.
-* ``quantity``: ``<number>|<system>|<code>``, and ``<number>||<code>``, ``<number>||<unit>``;
-  stored as ``system|code`` with the number in ``SearchIndex.number``.
+* ``quantity``: ``<number>|<system>|<code>`` (``<number>||<code>`` without a system), and
+  ``<number>||<unit>`` when the unit is not the code; stored as ``system|code`` (``|code``,
+  ``|unit``) with the number in ``SearchIndex.number``. A ``<number>||<code>`` search matches the
+  ``|<code>`` suffix, so one row serves both forms (rows written before, which also held
+  ``|code`` beside ``system|code``, still match: ``manage.py medplum_fhir_reindex`` drops them).
 * ``composite`` (two components): ``<first>$<second>``, each component's value as above (a
   quantity's or number's number stored in ``SearchIndex.number``).
 """
@@ -346,11 +349,12 @@ def _quantity_values(node: Any) -> Iterator[str]:
     system, code, unit = node.get("system"), node.get("code", node.get("currency")), node.get("unit")
     if isinstance(node.get("currency"), str) and "code" not in node:
         system = "urn:iso:std:iso:4217"
+    # One row per coded value: ``system|code`` (``|code`` without a system); ``value||code``
+    # searches match it by its ``|code`` suffix (query._value_match). A unit that is not the code
+    # is a second row, ``|unit``.
     forms = []
     if isinstance(code, str):
-        if isinstance(system, str):
-            forms.append(f"{system}|{code}")
-        forms.append(f"|{code}")
+        forms.append(f"{system}|{code}" if isinstance(system, str) else f"|{code}")
     if isinstance(unit, str) and unit != code:
         forms.append(f"|{unit}")
     for form in forms or ["|"]:
