@@ -384,11 +384,12 @@ def condition_where(connection: BaseDatabaseWrapper, project_id: Any, resource_t
     values = any_of([_value_where(connection, f"{index}.{connection.ops.quote_name('value')}", match,
                                   number=f"{index}.{connection.ops.quote_name('number')}")
                      for match in condition.matches])
+    param = SEARCH_PARAMETERS.get(resource_type, {}).get(condition.name)
+    names = _in(f"{index}.{connection.ops.quote_name('name')}", (param.union_of if param else ()) or [condition.name])
     sql = (f"EXISTS (SELECT 1 FROM {index} WHERE {index}.{connection.ops.quote_name('resource_id')} = "
            f"{column(connection, 'id')} AND {index}.{connection.ops.quote_name('project_id')} = %s AND "
-           f"{index}.{connection.ops.quote_name('resource_type')} = %s AND "
-           f"{index}.{connection.ops.quote_name('name')} = %s AND ({values.sql}))")
-    return Where(sql, (project_value(connection, project_id), resource_type, condition.name, *values.params))
+           f"{index}.{connection.ops.quote_name('resource_type')} = %s AND {names.sql} AND ({values.sql}))")
+    return Where(sql, (project_value(connection, project_id), resource_type, *names.params, *values.params))
 
 
 def _parse_utc(text: str) -> datetime:

@@ -1,6 +1,8 @@
-"""Quantity search on one index row per coded value (issue: Observation write cost): every form of
-a quantity search keeps its answer, and rows in the earlier format (``|code`` beside
-``system|code``) keep answering until ``manage.py medplum_fhir_reindex`` rewrites them."""
+"""Observation write cost: one index row per coded quantity, and none for the R4 ``combo-*``
+parameters (searched on the rows of the parameters they unite). Every form of a quantity search
+keeps its answer, combo searches answer what their parts answer, and rows in the earlier format
+(``|code`` beside ``system|code``, combo rows) keep answering until ``manage.py
+medplum_fhir_reindex`` rewrites them."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from fhir_api.models import SearchIndex
+from fhir_api.search_params import SEARCH_PARAMETERS
 from tests.fhir.conftest import seed
 
 pytestmark = pytest.mark.django_db
@@ -70,17 +73,52 @@ def test_one_row_per_coded_quantity(weights):
 
 
 def _add_earlier_format_rows() -> int:
-    """The rows the earlier format also wrote: ``|code`` beside each ``system|code`` (composites too)."""
+    """The rows the earlier format also wrote: ``|code`` beside each ``system|code`` (composites
+    too), and a copy of each row of the parameters a ``combo-*`` unites under the combo's name."""
+    unions = {part: name for name, p in SEARCH_PARAMETERS["Observation"].items() for part in p.union_of}
     extra = []
-    for row in SearchIndex.objects.filter(name__contains="quantity", number__isnull=False):
+    for row in SearchIndex.objects.filter(resource_type="Observation"):
+        values = [row.value]
         head, dollar, units = row.value.rpartition("$")
         system, bar, code = units.partition("|")
-        if system and bar:
+        if "quantity" in row.name and row.number is not None and system and bar:
+            values.append(f"{head}{dollar}|{code}")
             extra.append(SearchIndex(resource_id=row.resource_id, project_id=row.project_id,
-                                     resource_type=row.resource_type, name=row.name, value=f"{head}{dollar}|{code}",
+                                     resource_type=row.resource_type, name=row.name, value=values[1],
                                      number=row.number))
+        extra += [SearchIndex(resource_id=row.resource_id, project_id=row.project_id, resource_type=row.resource_type,
+                              name=unions[row.name], value=value, number=row.number)
+                  for value in values if row.name in unions]
     SearchIndex.objects.bulk_create(extra)
     return len(extra)
+
+
+def test_combo_parameters_answer_what_their_parts_answer_without_rows_of_their_own(full_api, weights, project1):
+    seed(project1, {"resourceType": "Observation", "status": "final", "code": {"coding": [{"code": "bp"}]},
+                    "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                                   "valueQuantity": {"value": 120, "system": UCUM, "code": "mm[Hg]"}},
+                                  {"code": {"coding": [{"code": "smoke"}]},
+                                   "valueCodeableConcept": {"coding": [{"system": "urn:s", "code": "never"}]},
+                                   "dataAbsentReason": {"coding": [{"code": "asked"}]}}]})
+    seed(project1, {"resourceType": "Observation", "status": "final", "code": {"coding": [{"code": "smoke"}]},
+                    "valueCodeableConcept": {"coding": [{"system": "urn:s", "code": "never"}]}})
+    params = SEARCH_PARAMETERS["Observation"]
+    probes = {"combo-code": ["bp", "http://loinc.org|8480-6", "smoke", "nothing"],
+              "combo-value-quantity": ["70||kg", "gt100", f"120|{UCUM}|mm[Hg]", "lt1"],
+              "combo-code-value-quantity": ["8480-6$120", "weight$70", "8480-6$lt100"],
+              "combo-value-concept": ["urn:s|never", "daily"], "combo-code-value-concept": ["smoke$never"],
+              "combo-data-absent-reason": ["asked", "unknown"]}
+    assert set(probes) == {name for name, p in params.items() if p.union_of}
+    for name, values in probes.items():
+        assert not SearchIndex.objects.filter(name=name).exists()
+        for value in values:
+            combo = {e["resource"]["id"] for e in full_api.get("/Observation", {name: value}).json().get("entry", [])}
+            parts = {e["resource"]["id"] for part in params[name].union_of
+                     for e in full_api.get("/Observation", {part: value}).json().get("entry", [])}
+            assert combo == parts, (name, value)
+    hits = {name: bool(full_api.get("/Observation", {name: values[0]}).json().get("entry")) for name, values in
+            probes.items()}
+    assert all(hits.values()), hits  # every probe's first value finds something
 
 
 def test_rows_in_the_earlier_format_answer_the_same_and_the_command_rewrites_them(full_api, weights, project1):
@@ -90,21 +128,23 @@ def test_rows_in_the_earlier_format_answer_the_same_and_the_command_rewrites_the
     searches = [("value-quantity", v) for v in ("70||kg", f"70|{UCUM}|kg", "gt100||[lb_av]", "70", "70||kilogram")]
     searches += [("component-code-value-quantity", v) for v in ("8480-6$120||mm[Hg]", f"8480-6$120|{UCUM}|mm[Hg]",
                                                                "http://loinc.org|8480-6$gt100||mm[Hg]")]
+    searches += [("combo-value-quantity", "gt100||[lb_av]"), ("combo-code", "8480-6"),
+                 ("combo-value-quantity", "70||kg"), ("combo-code-value-quantity", "8480-6$120||mm[Hg]")]
 
     def answers() -> list[set[str]]:
         return [{e["resource"]["id"] for e in full_api.get("/Observation", {k: v}).json().get("entry", [])}
                 for k, v in searches]
 
     before, rows = answers(), SearchIndex.objects.count()
-    assert all(before) and bp in before[-1]
+    assert all(before) and bp in before[-1] and bp in before[-3]
     added = _add_earlier_format_rows()
     assert added >= 6
     assert answers() == before  # an existing database answers correctly without re-indexing
 
     out = StringIO()
     call_command("medplum_fhir_reindex", "--batch", "3", stdout=out)
-    # Five resources have a coded quantity with a system (ucum, ucum-unit, other-system, pounds, bp).
-    assert out.getvalue().split() == ["checked:", str(len(weights) + 1), "reindexed:", "5"]
+    # Every Observation had combo rows (combo-code at least).
+    assert out.getvalue().split() == ["checked:", str(len(weights) + 1), "reindexed:", str(len(weights) + 1)]
     assert SearchIndex.objects.count() == rows and answers() == before
     out = StringIO()
     call_command("medplum_fhir_reindex", "--type", "Observation", stdout=out)  # again: nothing to do
