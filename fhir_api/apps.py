@@ -12,7 +12,7 @@ class FhirApiConfig(AppConfig):
         from medplum_auth.launch import register_patient_search
         from medplum_auth.signals import demo_seeded, member_invited
 
-        from .checks import check_binary_settings
+        from .checks import check_binary_settings, check_body_limits
         from .demo import seed_demo_data
         from .profiles import create_profile_resource
 
@@ -22,3 +22,4 @@ class FhirApiConfig(AppConfig):
         # overrides it).
         register_patient_search("fhir_api.launch.search_patients")
         checks.register(check_binary_settings)
+        checks.register(check_body_limits)

@@ -12,7 +12,8 @@ one file per version, streamed in and out.
   unless the client asks for FHIR JSON (``Accept: application/fhir+json``): then the Binary with ``data``.
 * Who may read it: the access policy and, for ``patient/`` scopes, the Patient compartment, which
   for a Binary is the Patient its ``securityContext`` names (``fhir_api/data/server-search-parameters.json``).
-* Size: at most ``MEDPLUM_AUTH["BINARY_MAX_BYTES"]``, refused (413) as soon as the stream passes it.
+* Size: at most ``MEDPLUM_AUTH["BINARY_MAX_BYTES"]``, refused (413 ``too-costly``) from ``Content-Length`` or as
+  soon as the stream passes it (:mod:`fhir_api.body`; chunked uploads too).
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from medplum_auth.conf import auth_settings
-from medplum_auth.contrib.rest_framework.exceptions import FhirError, InvalidResource
+from medplum_auth.contrib.rest_framework.exceptions import InvalidResource
 
+from . import body
 from .interactions import base as _base
 from .interactions import if_match
 from .repository import Found, Repository
-from .views import FhirJSONParser, FhirView, _headers, version_headers
+from .views import FhirView, _headers, version_headers
 
 
 def _resource_headers(row: Any) -> dict[str, str]:
@@ -50,13 +52,7 @@ def _if_match(request: Any) -> int | None:
 
 BINARY = "Binary"
 FHIR_JSON_TYPES = ("application/fhir+json", "application/json+fhir")
-CHUNK = 64 * 1024
-
-
-class PayloadTooLarge(FhirError):
-    status_code = 413
-    issue_code = "too-long"
-    default_detail = "The content is larger than the server accepts"
+LIMIT = "BINARY_MAX_BYTES"
 
 
 class RawParser(BaseParser):
@@ -76,34 +72,18 @@ def _name(project_id: Any, resource_id: str, version_id: int) -> str:
     return f"fhir-binary/{project_id}/{resource_id}/{version_id}"
 
 
-def _too_large() -> PayloadTooLarge:
-    return PayloadTooLarge(f"Binary content is limited to {auth_settings.BINARY_MAX_BYTES} bytes")
-
-
 def _spool(chunks: Iterator[bytes]) -> tempfile.SpooledTemporaryFile:
-    """The content in a temporary file (in memory while small), refused past the size limit."""
-    limit = auth_settings.BINARY_MAX_BYTES
+    """The content in a temporary file (in memory while small), refused past ``BINARY_MAX_BYTES``."""
     spooled = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)  # noqa: SIM115 - returned open, closed by _save
     size = 0
     for chunk in chunks:
         size += len(chunk)
-        if size > limit:
+        if size > auth_settings.BINARY_MAX_BYTES:
             spooled.close()
-            raise _too_large()
+            raise body.too_large(LIMIT)
         spooled.write(chunk)
     spooled.seek(0)
     return spooled
-
-
-def _stream_chunks(request: Request) -> Iterator[bytes]:
-    declared = request.META.get("CONTENT_LENGTH")
-    if declared and declared.isdigit() and int(declared) > auth_settings.BINARY_MAX_BYTES:
-        raise _too_large()
-    stream = request.stream
-    if stream is None:
-        return
-    while chunk := stream.read(CHUNK):
-        yield chunk
 
 
 def _content_type(request: Request) -> str:
@@ -114,13 +94,11 @@ def _content_type(request: Request) -> str:
 def _from_request(request: Request) -> tuple[dict[str, Any], tempfile.SpooledTemporaryFile]:
     """The Binary resource (without ``data``) and its content, from a raw or a FHIR JSON body."""
     if _content_type(request) in FHIR_JSON_TYPES:
-        declared = request.META.get("CONTENT_LENGTH")
-        if declared and declared.isdigit() and int(declared) > auth_settings.BINARY_MAX_BYTES * 4 // 3 + 4096:
-            raise _too_large()
-        body = FhirJSONParser().parse(request.stream) if request.stream is not None else None
-        if not isinstance(body, dict):
+        parsed = body.read_json(request.META, body.raw_stream(request), LIMIT,
+                                limit=auth_settings.BINARY_MAX_BYTES * 4 // 3 + 4096)  # base64 and the JSON around it
+        if not isinstance(parsed, dict):
             raise InvalidResource("The request body must be a Binary resource (a JSON object)")
-        resource = dict(body)
+        resource = dict(parsed)
         data = resource.pop("data", "")
         if not isinstance(data, str):
             raise InvalidResource("Binary.data must be base64 text", expression="Binary.data")
@@ -133,7 +111,7 @@ def _from_request(request: Request) -> tuple[dict[str, Any], tempfile.SpooledTem
     context = request.META.get("HTTP_X_SECURITY_CONTEXT")
     if context:
         resource["securityContext"] = {"reference": context}
-    return resource, _spool(_stream_chunks(request))
+    return resource, _spool(body.chunks(request.META, body.raw_stream(request), LIMIT))
 
 
 def _save(repo: Repository, row: Any, content: tempfile.SpooledTemporaryFile) -> None:

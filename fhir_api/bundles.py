@@ -42,6 +42,7 @@ from medplum_auth.contrib.rest_framework.exceptions import (
 )
 
 from . import interactions, operations
+from .body import TooLarge
 from .interactions import Answer, Params, base, params_of
 from .repository import Repository, format_instant
 from .search_params import SEARCH_PARAMETERS
@@ -51,21 +52,6 @@ PHASES = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 URN = "urn:uuid:"
 CONDITIONAL_REFERENCE_RE = re.compile(r"^([A-Z][A-Za-z]{0,63})\?(.+)$")
 JSON_PATCH = "application/json-patch+json"
-
-
-class TooLarge(FhirError):
-    """413: a Bundle beyond ``FHIR_BUNDLE_MAX_ENTRIES`` or ``FHIR_BUNDLE_MAX_BYTES``."""
-
-    status_code = 413
-    issue_code = "too-costly"
-    outcome_id = "too-large"
-
-
-def check_size(content_length: int) -> None:
-    limit = auth_settings.FHIR_BUNDLE_MAX_BYTES
-    if content_length > limit:
-        raise TooLarge(f"The Bundle is {content_length} bytes; this server takes at most {limit} "
-                       "(FHIR_BUNDLE_MAX_BYTES): split it")
 
 
 # --- routing: one entry to the function its single request runs ----------------------------------

@@ -47,7 +47,8 @@ ERRORS: dict[str, dict[str, Any]] = {
     "409": outcome("Conflict (a concurrent change, an id already used)"),
     "410": outcome("Deleted"),
     "412": outcome("If-Match does not match the current version, or a conditional request matched several"),
-    "413": outcome("Body too large"),
+    "411": outcome("A chunked body on a WSGI server that does not de-chunk it (send Content-Length)"),
+    "413": outcome("Body larger than its limit (FHIR_RESOURCE_MAX_BYTES, FHIR_BUNDLE_MAX_BYTES, BINARY_MAX_BYTES)"),
     "415": outcome("Unsupported Content-Type"),
     "422": outcome("The resource is not valid"),
     "429": outcome("Too many requests"),
@@ -96,8 +97,8 @@ PATHS: dict[str, Any] = {
         "tags": [FHIR], "summary": "CapabilityStatement", "security": [{}],
         "responses": {"200": resource("The server's CapabilityStatement", "CapabilityStatement")}}},
     "/fhir/R4": {"post": interaction(
-        "Batch or transaction Bundle", {"200": resource("The response Bundle", "Bundle"), **errors("409", "412",
-                                                                                                      "413", "415")},
+        "Batch or transaction Bundle",
+        {"200": resource("The response Bundle", "Bundle"), **errors("409", "411", "412", "413", "415")},
         request=body(ref("Bundle"), *FHIR_TYPES), operation_id="fhir_batch")},
     "/fhir/R4/{resource_type}": {
         "parameters": [TYPE],
@@ -106,10 +107,10 @@ PATHS: dict[str, Any] = {
         "post": interaction("Create", {"201": resource("Created", status_headers={
             "Location": header("The new version's URL"), **VERSION_HEADERS}),
             "200": resource("Conditional create (If-None-Exist) matched an existing resource"),
-            **errors("409", "412", "413", "415", "422")}, request=RESOURCE_BODY, operation_id="fhir_create"),
+            **errors("409", "412", "411", "413", "415", "422")}, request=RESOURCE_BODY, operation_id="fhir_create"),
         "put": interaction("Conditional update", {
             "200": resource("Updated", status_headers=VERSION_HEADERS), "201": resource("Created"),
-            **errors("409", "412", "413", "415", "422")}, request=RESOURCE_BODY, parameters=SEARCH,
+            **errors("409", "412", "411", "413", "415", "422")}, request=RESOURCE_BODY, parameters=SEARCH,
             operation_id="fhir_conditional_update"),
         "delete": interaction("Conditional delete", {"200": outcome("Deleted"), "204": answer("Deleted"),
                                                      **errors("412")},
@@ -122,10 +123,10 @@ PATHS: dict[str, Any] = {
                            operation_id="fhir_read"),
         "put": interaction("Update (or create with this id)", {
             "200": resource("Updated", status_headers=VERSION_HEADERS), "201": resource("Created"),
-            **errors("409", "412", "413", "415", "422")}, request=RESOURCE_BODY, parameters=[IF_MATCH],
+            **errors("409", "412", "411", "413", "415", "422")}, request=RESOURCE_BODY, parameters=[IF_MATCH],
             operation_id="fhir_update"),
         "patch": interaction("JSON Patch", {"200": resource("Patched", status_headers=VERSION_HEADERS),
-                                            **errors("409", "410", "412", "413", "415", "422")},
+                                            **errors("409", "410", "412", "411", "413", "415", "422")},
                              request=body({"type": "array", "items": ref("JsonPatchOperation")},
                                           "application/json-patch+json"), parameters=[IF_MATCH],
                              operation_id="fhir_patch"),
@@ -143,13 +144,13 @@ PATHS: dict[str, Any] = {
     "/fhir/R4/{resource_type}/$validate": {
         "parameters": [TYPE],
         "post": interaction("$validate a resource", {"200": outcome("The validation's OperationOutcome"),
-                                                     **errors("413", "415", "422")},
+                                                     **errors("411", "413", "415", "422")},
                             request=body(ref("Resource"), *FHIR_TYPES), operation_id="fhir_validate",
                             parameters=[query_parameter("mode", "create, update or delete")])},
     "/fhir/R4/{resource_type}/{resource_id}/$validate": {
         "parameters": [TYPE, ID],
         "post": interaction("$validate against an existing resource", {
-            "200": outcome("The validation's OperationOutcome"), **errors("410", "413", "415", "422")},
+            "200": outcome("The validation's OperationOutcome"), **errors("410", "411", "413", "415", "422")},
             request=body(ref("Resource"), *FHIR_TYPES, required=False), operation_id="fhir_validate_instance",
             parameters=[query_parameter("mode", "create, update or delete")])},
     "/fhir/R4/Patient/{resource_id}/$everything": {
@@ -163,7 +164,7 @@ PATHS: dict[str, Any] = {
         "post": interaction("Upload a Binary", {"201": resource(
             "The Binary resource (without its data)",
             status_headers={"Location": header("The new version's URL"), **VERSION_HEADERS}),
-            **errors("413", "415", "422")},
+            **errors("411", "413", "415", "422")},
             request=BINARY_CONTENT, operation_id="fhir_binary_create")},
     "/fhir/R4/Binary/{resource_id}": {
         "parameters": [ID],
@@ -173,7 +174,7 @@ PATHS: dict[str, Any] = {
             operation_id="fhir_binary_read"),
         "put": interaction("Replace a Binary's content", {"200": resource("The Binary resource", status_headers=
                                                                           VERSION_HEADERS),
-                                                          **errors("409", "412", "413", "415", "422")},
+                                                          **errors("409", "412", "411", "413", "415", "422")},
                            request=BINARY_CONTENT, parameters=[IF_MATCH], operation_id="fhir_binary_update"),
         "delete": interaction("Delete a Binary", {"200": outcome("Deleted"), "204": answer("Deleted"),
                                                   **errors("409", "412")}, operation_id="fhir_binary_delete")},

@@ -133,7 +133,10 @@ def _value_match(key: str, kind: str, modifier: str, value: str) -> Match:
         number, _, units = value.partition("|")
         if "|" not in units:
             units = f"|{units}" if units else ""  # "5.4|mg" is not FHIR's form; read it as "5.4||mg"
-        return _number_match(key, number, Match("exact", units) if units.strip("|") else Match("any"))
+        if not units.strip("|"):
+            return _number_match(key, number, Match("any"))
+        # "||code" (any system) is the suffix of the one row "system|code"; "system|code" is exact.
+        return _number_match(key, number, Match("suffix" if units.startswith("|") else "exact", units))
     if kind == "reference":
         return _reference_match(None, value)
     return _date_match(key, value)
@@ -150,7 +153,7 @@ def _composite_match(key: str, param: SearchParam, value: str) -> Match:
     if second.type == "number":  # stored as "first$" with the number
         return replace(match, op="exact", value=guard, guard=guard)
     if second.type == "quantity":  # stored as "first$system|code" with the number
-        return replace(match, value=guard + match.value, guard=guard)
+        return replace(match, value=match.value if match.op == "suffix" else guard + match.value, guard=guard)
     if match.op in DATE_PREFIXES:
         return replace(match, low=guard + match.low, high=guard + match.high, guard=guard)
     return replace(match, value=guard + match.value, guard=guard)
@@ -381,11 +384,12 @@ def condition_where(connection: BaseDatabaseWrapper, project_id: Any, resource_t
     values = any_of([_value_where(connection, f"{index}.{connection.ops.quote_name('value')}", match,
                                   number=f"{index}.{connection.ops.quote_name('number')}")
                      for match in condition.matches])
+    param = SEARCH_PARAMETERS.get(resource_type, {}).get(condition.name)
+    names = _in(f"{index}.{connection.ops.quote_name('name')}", (param.union_of if param else ()) or [condition.name])
     sql = (f"EXISTS (SELECT 1 FROM {index} WHERE {index}.{connection.ops.quote_name('resource_id')} = "
            f"{column(connection, 'id')} AND {index}.{connection.ops.quote_name('project_id')} = %s AND "
-           f"{index}.{connection.ops.quote_name('resource_type')} = %s AND "
-           f"{index}.{connection.ops.quote_name('name')} = %s AND ({values.sql}))")
-    return Where(sql, (project_value(connection, project_id), resource_type, condition.name, *values.params))
+           f"{index}.{connection.ops.quote_name('resource_type')} = %s AND {names.sql} AND ({values.sql}))")
+    return Where(sql, (project_value(connection, project_id), resource_type, *names.params, *values.params))
 
 
 def _parse_utc(text: str) -> datetime:

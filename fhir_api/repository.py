@@ -22,7 +22,7 @@ import copy
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache, cached_property
@@ -624,11 +624,30 @@ class Repository:
             raise Forbidden("Forbidden: the new version would be outside your access policy")
 
     def _write_index(self, row: Resource, index: dict[str, list[str]]) -> None:
-        SearchIndex.objects.bulk_create([
-            SearchIndex(resource=row, project_id=row.project_id, resource_type=row.resource_type, name=name,
-                        value=value, number=number)
-            for name, value, number in index_rows(row.resource_type, index)
-        ])
+        _store_index(row, index_rows(row.resource_type, index))
+
+
+def reindex(rows: QuerySet[Resource]) -> int:
+    """Rewrite the ``SearchIndex`` rows of ``rows`` (locked meanwhile) from their stored content
+    where they differ from what a write stores now; how many resources changed. For a change of
+    the index format (``manage.py medplum_fhir_reindex``); searches are correct before and after it."""
+    changed = 0
+    with transaction.atomic():
+        for row in rows.select_for_update().order_by("pk"):
+            wanted = sorted(index_rows(row.resource_type, index_values(row.resource_type, row.content or {})),
+                            key=repr)
+            stored = sorted(SearchIndex.objects.filter(resource=row).values_list("name", "value", "number"), key=repr)
+            if stored != wanted:
+                SearchIndex.objects.filter(resource=row).delete()
+                _store_index(row, wanted)
+                changed += 1
+    return changed
+
+
+def _store_index(row: Resource, entries: Iterable[tuple[str, str, float | None]]) -> None:
+    SearchIndex.objects.bulk_create([
+        SearchIndex(resource=row, project_id=row.project_id, resource_type=row.resource_type, name=name,
+                    value=value, number=number) for name, value, number in entries])
 
 
 def _with_meta(resource_type: str, resource_id: str, content: dict[str, Any], version: int,

@@ -21,10 +21,17 @@ each is stored):
 * ``date``: the start of the value in UTC as ``YYYY-MM-DDTHH:MM:SS`` (periods: their start and end).
 * ``uri``: the URI as is.
 * ``number``: the decimal as written (``0.50``); stored with its value in ``SearchIndex.number``.
-* ``quantity``: ``<number>|<system>|<code>``, and ``<number>||<code>``, ``<number>||<unit>``;
-  stored as ``system|code`` with the number in ``SearchIndex.number``.
+* ``quantity``: ``<number>|<system>|<code>`` (``<number>||<code>`` without a system), and
+  ``<number>||<unit>`` when the unit is not the code; stored as ``system|code`` (``|code``,
+  ``|unit``) with the number in ``SearchIndex.number``. A ``<number>||<code>`` search matches the
+  ``|<code>`` suffix, so one row serves both forms (rows written before, which also held
+  ``|code`` beside ``system|code``, still match: ``manage.py medplum_fhir_reindex`` drops them).
 * ``composite`` (two components): ``<first>$<second>``, each component's value as above (a
   quantity's or number's number stored in ``SearchIndex.number``).
+
+A parameter whose expression unites other parameters' (R4's Observation ``combo-*``, e.g.
+``combo-code`` = ``code`` | ``component-code``; :attr:`SearchParam.union_of`) has values but no
+rows: it is searched on the rows of the parameters it unites.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import Decimal, InvalidOperation
@@ -78,6 +85,10 @@ class SearchParam:
     targets: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
     evaluate: Callable[[Any], list[Any]] | None = field(default=None, compare=False, repr=False)
+    # A union of other parameters of the type (R4's Observation ``combo-*``: ``combo-code`` is
+    # ``code | component-code``): its values are exactly theirs, so it is searched on their index
+    # rows and has none of its own (query.condition_where).
+    union_of: tuple[str, ...] = ()
 
 
 # --- compiling expressions -------------------------------------------------------------------
@@ -222,6 +233,38 @@ def _make_param(resource_type: str, name: str, spec: list[Any]) -> SearchParam |
                        compile_expression(expression, resource_type))
 
 
+def _unions(specs: dict[str, list[Any]]) -> dict[str, tuple[str, ...]]:
+    """The parameters whose expression's alternatives are exactly those of other parameters of the
+    same kind (and, for composites, the same components) put together: ``{name: (the others…)}``;
+    not references, whose targets may differ."""
+    def plain(expression: str) -> str:
+        text = expression.strip()
+        while text.startswith("(") and text.endswith(")"):
+            text = text[1:-1].strip()
+        return text
+
+    def kind(spec: list[Any]) -> tuple[Any, ...]:
+        return spec[0], tuple((t, plain(e)) for _c, t, e in spec[2]) if spec[0] == "composite" else ()
+
+    alternatives = {name: frozenset(plain(a) for a in split_expression(spec[1])) for name, spec in specs.items()}
+    unions = {}
+    for name, spec in specs.items():
+        if spec[0] == "reference" or len(alternatives[name]) < 2:
+            continue
+        candidates = sorted((other for other, o_spec in specs.items() if other != name and kind(o_spec) == kind(spec)
+                             and alternatives[other] < alternatives[name]),
+                            key=lambda other: (-len(alternatives[other]), other))
+        covered: frozenset[str] = frozenset()
+        parts = []
+        for other in candidates:
+            if not covered & alternatives[other]:
+                covered |= alternatives[other]
+                parts.append(other)
+        if covered == alternatives[name]:
+            unions[name] = tuple(parts)
+    return unions
+
+
 def _load() -> tuple[dict[str, dict[str, SearchParam]], dict[str, tuple[str, ...]]]:
     data = json.loads((DATA_DIR / "r4-search-parameters.json").read_text())
     server = json.loads((DATA_DIR / "server-search-parameters.json").read_text())
@@ -232,7 +275,8 @@ def _load() -> tuple[dict[str, dict[str, SearchParam]], dict[str, tuple[str, ...
             continue
         specs = {**data["params"].get(resource_type, {}), **extra.get(resource_type, {})}
         made = (_make_param(resource_type, name, spec) for name, spec in specs.items())
-        params[resource_type] = {p.name: p for p in made if p is not None}
+        unions = _unions(specs)
+        params[resource_type] = {p.name: replace(p, union_of=unions.get(p.name, ())) for p in made if p is not None}
     members = {**json.loads((DATA_DIR / "r4-patient-compartment.json").read_text())["resource"],
                **server["compartment"]}
     return params, {t: tuple(names) for t, names in members.items() if t in params}
@@ -346,11 +390,12 @@ def _quantity_values(node: Any) -> Iterator[str]:
     system, code, unit = node.get("system"), node.get("code", node.get("currency")), node.get("unit")
     if isinstance(node.get("currency"), str) and "code" not in node:
         system = "urn:iso:std:iso:4217"
+    # One row per coded value: ``system|code`` (``|code`` without a system); ``value||code``
+    # searches match it by its ``|code`` suffix (query._value_match). A unit that is not the code
+    # is a second row, ``|unit``.
     forms = []
     if isinstance(code, str):
-        if isinstance(system, str):
-            forms.append(f"{system}|{code}")
-        forms.append(f"|{code}")
+        forms.append(f"{system}|{code}" if isinstance(system, str) else f"|{code}")
     if isinstance(unit, str) and unit != code:
         forms.append(f"|{unit}")
     for form in forms or ["|"]:
@@ -497,6 +542,8 @@ def index_rows(resource_type: str, index: dict[str, list[str]]) -> Iterator[tupl
     params = SEARCH_PARAMETERS.get(resource_type, {})
     for name, values in index.items():
         param = params[name]
+        if param.union_of:
+            continue  # searched on the rows of the parameters it unites
         for value in values:
             text, number = index_row(param, value)
             yield name, text, number

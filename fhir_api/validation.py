@@ -1,4 +1,6 @@
-"""Structural validation of writes with the ``fhir.resources`` R4B models.
+"""Validation of writes: structure with the ``fhir.resources`` R4B models, then the codes of
+required bindings, which those models do not check (``Observation.status: "not-a-status"``),
+from the R4 definitions (``data/r4-required-codes.json``).
 
 An invalid resource raises :class:`~medplum_auth.contrib.rest_framework.exceptions.InvalidResource`
 whose ``expression`` is the FHIRPath of the first failing element (``Patient.name[0].family``).
@@ -6,8 +8,11 @@ whose ``expression`` is the FHIRPath of the first failing element (``Patient.nam
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from medplum_auth.contrib.rest_framework.exceptions import InvalidResource
@@ -69,6 +74,45 @@ def _json_problem(node: Any, path: str) -> tuple[str, str] | None:
     return None
 
 
+@cache
+def _required_codes() -> dict[str, dict[str, dict[str, Any]]]:
+    path = Path(__file__).resolve().parent / "data" / "r4-required-codes.json"
+    definitions = json.loads(path.read_text())["definitions"]
+    return {name: {"codes": {e: frozenset(c) for e, c in entry["codes"].items()}, "listed": entry["codes"],
+                   "refs": entry["refs"]} for name, entry in definitions.items()}
+
+
+def _items(value: Any, path: str) -> Iterator[tuple[Any, str]]:
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            yield item, f"{path}[{index}]"
+    elif value is not None:
+        yield value, path
+
+
+def _binding_problem(node: Any, definition: str, path: str) -> tuple[str, str] | None:
+    """``(path, message)`` of the first code outside its required binding, in document order."""
+    entry = _required_codes().get(definition)
+    if entry is None or not isinstance(node, dict):
+        return None
+    for element, value in node.items():
+        codes = entry["codes"].get(element)
+        if codes is not None:
+            for item, where in _items(value, f"{path}.{element}"):
+                if isinstance(item, str) and item not in codes:
+                    listed = entry["listed"][element]
+                    allowed = ", ".join(listed[:12]) + (", …" if len(listed) > 12 else "")
+                    return where, f'"{item}" is not a code of its required value set ({allowed})'
+        target = entry["refs"].get(element)
+        if target is not None:
+            for item, where in _items(value, f"{path}.{element}"):
+                kind = item.get("resourceType") if target == "*" and isinstance(item, dict) else target
+                found = _binding_problem(item, str(kind), where)
+                if found:
+                    return found
+    return None
+
+
 def validate_resource(resource_type: str, content: dict[str, Any]) -> None:
     """Raise ``InvalidResource`` (400) unless ``content`` is a valid R4B ``resource_type``."""
     from pydantic import ValidationError
@@ -87,3 +131,7 @@ def validate_resource(resource_type: str, content: dict[str, Any]) -> None:
         raise InvalidResource(f"Invalid {expression}: {message}", expression=expression) from None
     except (TypeError, ValueError) as exc:  # malformed input the models reject outright
         raise InvalidResource(f"Invalid {resource_type}: {exc}", expression=resource_type) from None
+    problem = _binding_problem(content, resource_type, resource_type)
+    if problem:
+        path, message = problem
+        raise InvalidResource(f"Invalid {path}: {message}", expression=path)

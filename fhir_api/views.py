@@ -28,11 +28,12 @@ from medplum_auth.contrib.rest_framework.exceptions import (
     ResourceNotFound,
     exception_handler,
 )
-from medplum_auth.contrib.rest_framework.parsers import BoundedJSONParser
 from medplum_auth.contrib.rest_framework.permissions import AccessPolicyPermission, get_policy
 
 from . import bundles, capability, operations
 from . import interactions as rest
+from .body import FhirJSONParser, JSONParser, JSONPatchParser
+from .body import data as body
 from .interactions import Answer, Params
 from .repository import Repository
 from .search_params import SEARCH_PARAMETERS
@@ -45,16 +46,6 @@ class FhirJSONRenderer(JSONRenderer):
     media_type = "application/fhir+json"
     format = "fhir+json"
     charset = "utf-8"
-
-
-class FhirJSONParser(BoundedJSONParser):
-    media_type = "application/fhir+json"
-
-
-class JSONPatchParser(BoundedJSONParser):
-    """RFC 6902 patch documents, the body ``@medplum/core``'s ``patchResource`` sends."""
-
-    media_type = "application/json-patch+json"
 
 
 class FhirContentNegotiation(BaseContentNegotiation):
@@ -83,11 +74,12 @@ class FhirView(APIView):
     authentication_classes = [BearerAuthentication]
     permission_classes = [AccessPolicyPermission]
     renderer_classes = [FhirJSONRenderer, JSONRenderer]
-    parser_classes = [FhirJSONParser, BoundedJSONParser]
+    parser_classes = [FhirJSONParser, JSONParser]
     content_negotiation_class = FhirContentNegotiation
     throttle_classes: list[Any] = []
     interactions: dict[str, str] = {}
     resource_type: str | None = None
+    body_limit = "FHIR_RESOURCE_MAX_BYTES"  # the setting that bounds a request body (fhir_api.body)
 
     def get_exception_handler(self) -> Any:
         return exception_handler
@@ -154,11 +146,11 @@ class TypeView(FhirView):
         return self.respond(rest.search(self.repository(), resource_type, _params(request)))
 
     def post(self, request: Request, resource_type: str) -> HttpResponse:
-        return self.respond(rest.create(self.repository(), resource_type, request.data, _headers(request)))
+        return self.respond(rest.create(self.repository(), resource_type, body(request), _headers(request)))
 
     def put(self, request: Request, resource_type: str) -> HttpResponse:
         return self.respond(rest.conditional_update(self.repository(), resource_type, _params(request),
-                                                            request.data, _headers(request)))
+                                                            body(request), _headers(request)))
 
     def delete(self, request: Request, resource_type: str) -> HttpResponse:
         return self.respond(rest.conditional_delete(self.repository(), resource_type, _params(request)))
@@ -168,13 +160,13 @@ class InstanceView(FhirView):
     """``GET``/``PUT``/``PATCH``/``DELETE /<Type>/<id>``."""
 
     interactions = {"GET": "read", "PUT": "update", "PATCH": "update", "DELETE": "delete"}
-    parser_classes = [FhirJSONParser, BoundedJSONParser, JSONPatchParser]
+    parser_classes = [FhirJSONParser, JSONParser, JSONPatchParser]
 
     def get(self, request: Request, resource_type: str, resource_id: str) -> HttpResponse:
         return self.respond(rest.read(self.repository(), resource_type, resource_id, _headers(request)))
 
     def put(self, request: Request, resource_type: str, resource_id: str) -> HttpResponse:
-        return self.respond(rest.update(self.repository(), resource_type, resource_id, request.data,
+        return self.respond(rest.update(self.repository(), resource_type, resource_id, body(request),
                                                 _headers(request)))
 
     def patch(self, request: Request, resource_type: str, resource_id: str) -> HttpResponse:
@@ -182,7 +174,7 @@ class InstanceView(FhirView):
         if request.content_type.split(";")[0].strip().lower() != JSONPatchParser.media_type:
             raise exceptions.UnsupportedMediaType(request.content_type,
                                                   detail="PATCH needs a JSON Patch (application/json-patch+json)")
-        return self.respond(rest.patch(self.repository(), resource_type, resource_id, request.data,
+        return self.respond(rest.patch(self.repository(), resource_type, resource_id, body(request),
                                                _headers(request)))
 
     def delete(self, request: Request, resource_type: str, resource_id: str) -> HttpResponse:
@@ -212,7 +204,7 @@ class ValidateView(FhirView):
     interaction a ``mode`` names is decided inside (:func:`fhir_api.operations.validate`)."""
 
     def post(self, request: Request, resource_type: str, resource_id: str | None = None) -> HttpResponse:
-        return self.respond(operations.validate(self.repository(), resource_type, resource_id, request.data,
+        return self.respond(operations.validate(self.repository(), resource_type, resource_id, body(request),
                                                 _params(request)))
 
 
@@ -225,15 +217,12 @@ class EverythingView(FhirView):
 
 class BundleView(FhirView):
     """``POST /fhir/R4``: a batch or transaction Bundle (:mod:`fhir_api.bundles`). Each entry is
-    decided as its single request is; the body's size is checked before it is read."""
+    decided as its single request is; the body is bounded by ``FHIR_BUNDLE_MAX_BYTES``."""
+
+    body_limit = "FHIR_BUNDLE_MAX_BYTES"
 
     def post(self, request: Request) -> HttpResponse:
-        try:
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        bundles.check_size(length)
-        return self.respond(bundles.process(self.repository(), request.data))
+        return self.respond(bundles.process(self.repository(), body(request)))
 
 
 class MetadataView(APIView):

@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "FHIR_BUNDLE_MAX_ENTRIES": 1000,
     # Most bytes of a batch or transaction request body (10 MiB); more is a 413, refused before parsing.
     "FHIR_BUNDLE_MAX_BYTES": 10 * 1024 * 1024,
+    # Most bytes of any other FHIR request body (create, update, patch, $validate; 2.5 MiB, Django's
+    # DATA_UPLOAD_MAX_MEMORY_SIZE default, which does not apply to /fhir/R4); more is a 413.
+    "FHIR_RESOURCE_MAX_BYTES": 2621440,
     # Random bytes in a generated client secret (32 bytes = 256 bits, 64 hex characters).
     "CLIENT_SECRET_BYTES": 32,
     # Key of the HMAC-SHA256 digest that stores client secrets; ``None`` derives it from SECRET_KEY.

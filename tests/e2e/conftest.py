@@ -14,6 +14,7 @@ Without node, npm or chromium the tests skip with the reason; ``MEDPLUM_E2E_REQU
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -191,6 +192,16 @@ def live_gunicorn(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory
     """gunicorn ``config.wsgi`` with 2 workers on the session's test database."""
     with gunicorn(tmp_path_factory.mktemp("e2e-server") / "gunicorn.log") as server:
         yield server
+
+
+def client_credentials_token(issuer: str, client_id: str, secret: str) -> str:
+    """An access token of a confidential client (``client_credentials``, HTTP Basic)."""
+    request = urllib.request.Request(
+        f"{issuer}/oauth2/token", data=b"grant_type=client_credentials", method="POST",
+        headers={"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode(),
+                 "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["access_token"]
 
 
 @dataclass

@@ -3,22 +3,11 @@ transaction and ``$everything``, with a client_credentials token."""
 
 from __future__ import annotations
 
-import json
-import urllib.request
-from base64 import b64encode
-
 import pytest
 
+from tests.e2e.conftest import client_credentials_token
+
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-
-def _token(issuer: str, client_id: str, secret: str) -> str:
-    request = urllib.request.Request(
-        f"{issuer}/oauth2/token", data=b"grant_type=client_credentials", method="POST",
-        headers={"Authorization": "Basic " + b64encode(f"{client_id}:{secret}".encode()).decode(),
-                 "Content-Type": "application/x-www-form-urlencoded"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)["access_token"]
 
 
 @pytest.mark.spec("FHIR R4 §3.1.0.4.3 conditional update; http.html#transaction (fhirpy)")
@@ -31,8 +20,8 @@ def test_fhirpy_crud_conditional_update_transaction_and_everything(seed, live_gu
 
     data = seed()
     backend, secret = services.create_client(data.project, "fhirpy backend", public=False)
-    client = SyncFHIRClient(f"{live_gunicorn.url}/fhir/R4",
-                            authorization=f"Bearer {_token(live_gunicorn.url, backend.client_id, secret)}")
+    token = client_credentials_token(live_gunicorn.url, backend.client_id, secret)
+    client = SyncFHIRClient(f"{live_gunicorn.url}/fhir/R4", authorization=f"Bearer {token}")
     patient_id = data.membership.profile_id
 
     # CRUD

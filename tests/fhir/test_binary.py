@@ -77,10 +77,10 @@ def test_update_stores_a_new_version_and_delete(full_api, media):
 
 def test_oversized_binary_is_refused_with_an_operation_outcome(full_api, media, settings, project1):
     settings.MEDPLUM_AUTH = {**settings.MEDPLUM_AUTH, "BINARY_MAX_BYTES": 100}
-    assert_outcome(_raw(full_api, "/Binary", b"x" * 101, "application/octet-stream"), 413, "too-long")
+    assert_outcome(_raw(full_api, "/Binary", b"x" * 101, "application/octet-stream"), 413, "too-costly")
     big = base64.b64encode(b"x" * 101).decode()
     assert_outcome(full_api.post("/Binary", {"resourceType": "Binary", "contentType": "text/plain", "data": big}),
-                   413, "too-long")
+                   413, "too-costly")
     assert _raw(full_api, "/Binary", b"x" * 100, "application/octet-stream").status_code == 201
     assert Resource.objects.filter(project=project1, resource_type="Binary").count() == 1
     assert len(os.listdir(media / "fhir-binary" / str(project1.pk))) == 1

@@ -53,13 +53,27 @@ def _two_readings(project) -> dict[str, str]:
 
 def test_quantity_and_composite_index_values():
     index = index_values("Observation", blood_pressure(A, 120, 80))
-    assert index["value-quantity"] == ["120|http://unitsofmeasure.org|mm[Hg]", "120||mm[Hg]", "120||mmHg"]
-    assert index["component-value-quantity"] == ["120|http://unitsofmeasure.org|mm[Hg]", "120||mm[Hg]",
-                                                 "80|http://unitsofmeasure.org|mm[Hg]", "80||mm[Hg]"]
-    assert "http://loinc.org|8462-4$80|http://unitsofmeasure.org|mm[Hg]" in index["component-code-value-quantity"]
+    # One row per coded quantity (``||code`` searches match its ``|code`` suffix); a unit that is
+    # not the code is a second one.
+    assert index["value-quantity"] == ["120|http://unitsofmeasure.org|mm[Hg]", "120||mmHg"]
+    assert index["component-value-quantity"] == ["120|http://unitsofmeasure.org|mm[Hg]",
+                                                 "80|http://unitsofmeasure.org|mm[Hg]"]
+    assert index["component-code-value-quantity"] == [
+        "8480-6$120|http://unitsofmeasure.org|mm[Hg]", "http://loinc.org|8480-6$120|http://unitsofmeasure.org|mm[Hg]",
+        "8462-4$80|http://unitsofmeasure.org|mm[Hg]", "http://loinc.org|8462-4$80|http://unitsofmeasure.org|mm[Hg]"]
     rows = {(name, value, number) for name, value, number in index_rows("Observation", index)}
     assert ("value-quantity", "http://unitsofmeasure.org|mm[Hg]", 120.0) in rows
-    assert ("component-code-value-quantity", "8462-4$|mm[Hg]", 80.0) in rows
+    assert ("value-quantity", "|mmHg", 120.0) in rows
+    assert ("component-code-value-quantity", "8462-4$http://unitsofmeasure.org|mm[Hg]", 80.0) in rows
+    no_system = index_values("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "w"},
+                                             "valueQuantity": {"value": 70, "code": "kg", "unit": "kg"}})
+    assert no_system["value-quantity"] == ["70||kg"]
+    unit_only = index_values("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "w"},
+                                             "valueQuantity": {"value": 70, "unit": "kilo"}})
+    assert unit_only["value-quantity"] == ["70||kilo"]
+    bare = index_values("Observation", {"resourceType": "Observation", "status": "final", "code": {"text": "w"},
+                                        "valueQuantity": {"value": 70}})
+    assert bare["value-quantity"] == ["70||"]
 
 
 def test_number_uri_and_string_parts():
@@ -86,6 +100,8 @@ def test_number_uri_and_string_parts():
     ("lt120", {"o2"}), ("le120", {"o1", "o2"}), ("ge121", set()), ("ne120", {"o2"}), ("ap110", {"o1", "o2"}),
     ("120|http://unitsofmeasure.org|mm[Hg]", {"o1"}), ("120||mm[Hg]", {"o1"}), ("120||mmHg", {"o1"}),
     ("120|http://other|mm[Hg]", set()), ("lt200||kg", set()), ("sa100", {"o1", "o2"}), ("eb101", set()),
+    ("gt100||mm[Hg]", {"o1", "o2"}), ("gt100||Hg]", set()), ("gt100|http://unitsofmeasure.org|mmHg", set()),
+    ("1.2e2|http://unitsofmeasure.org|mm[Hg]", {"o1"}), ("ap100|http://unitsofmeasure.org|mm[Hg]", {"o2"}),
 ])
 def test_quantity_search(full_api, project1, value, expected):
     ids = _two_readings(project1)
@@ -98,7 +114,8 @@ def test_quantity_search(full_api, project1, value, expected):
 @pytest.mark.parametrize(("value", "expected"), [
     ("http://loinc.org|8480-6$120", {"o1"}), ("8480-6$gt110", {"o1"}), ("8462-4$lt75", {"o2"}),
     ("8462-4$80|http://unitsofmeasure.org|mm[Hg]", {"o1"}), ("8462-4$80||kg", set()), ("8480-6$80", set()),
-    ("8480-6$ge100,8462-4$gt79", {"o1", "o2"}),
+    ("8480-6$ge100,8462-4$gt79", {"o1", "o2"}), ("8462-4$80||mm[Hg]", {"o1"}),
+    ("http://loinc.org|8462-4$gt60||mm[Hg]", {"o1", "o2"}), ("8462-4$80||Hg]", set()), ("8480-6$80||mm[Hg]", set()),
 ])
 def test_composite_token_quantity_search(full_api, project1, value, expected):
     ids = _two_readings(project1)
