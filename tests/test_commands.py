@@ -417,7 +417,7 @@ def test_rotate_keys_default_algorithm(active_key):
 def test_rotate_keys_algorithm_then_retire(active_key):
     lines = run_text("medplum_rotate_keys", "--algorithm", "ES384")
     assert lines["algorithm"] == "ES384" and lines["status"] == "active"
-    data = run_json("medplum_rotate_keys", "--retire", active_key.kid)
+    data = run_json("medplum_rotate_keys", f"--retire={active_key.kid}")
     active_key.refresh_from_db()
     assert data["retired"] is True and data["kid"] == active_key.kid
     assert active_key.status == SigningKey.Status.RETIRED and active_key.retired_at is not None
@@ -425,26 +425,37 @@ def test_rotate_keys_algorithm_then_retire(active_key):
     assert lines["kid"] in data["published_kids"]
     # Retiring again changes nothing, not even the retirement time.
     retired_at = active_key.retired_at
-    run_json("medplum_rotate_keys", "--retire", active_key.kid)
+    run_json("medplum_rotate_keys", f"--retire={active_key.kid}")
     active_key.refresh_from_db()
     assert active_key.retired_at == retired_at
 
 
+def test_rotate_keys_retires_a_kid_that_begins_with_a_dash(active_key):
+    """A kid is base64url: one in 64 begins with '-', which argparse takes for an option unless the
+    operator writes --retire=KID, the form the help and README give (CI failed on such a kid)."""
+    run_json("medplum_rotate_keys")
+    SigningKey.objects.filter(pk=active_key.pk).update(kid="-" + active_key.kid[1:])
+    assert_fails("medplum_rotate_keys", "--retire", "-" + active_key.kid[1:], match="expected one argument")
+    data = run_json("medplum_rotate_keys", f"--retire=-{active_key.kid[1:]}")
+    assert data["retired"] is True and data["kid"] == "-" + active_key.kid[1:]
+    assert SigningKey.objects.get(pk=active_key.pk).status == SigningKey.Status.RETIRED
+
+
 def test_rotate_keys_retiring_active_key(active_key):
-    assert_fails("medplum_rotate_keys", "--retire", active_key.kid,
+    assert_fails("medplum_rotate_keys", f"--retire={active_key.kid}",
                  match="The active signing key cannot be retired; rotate first.")
     active_key.refresh_from_db()
     assert active_key.status == SigningKey.Status.ACTIVE
 
 
 def test_rotate_keys_unknown_kid(active_key):
-    assert_fails("medplum_rotate_keys", "--retire", "nope", match="No signing key with kid 'nope'.")
+    assert_fails("medplum_rotate_keys", "--retire=nope", match="No signing key with kid 'nope'.")
 
 
 def test_rotate_keys_bad_arguments(active_key):
     assert_fails("medplum_rotate_keys", "--algorithm", "HS256", match="invalid choice: 'HS256'")
-    assert_fails("medplum_rotate_keys", "--algorithm", "ES256", "--retire", active_key.kid,
-                 match="either --algorithm (rotate) or --retire KID, not both")
+    assert_fails("medplum_rotate_keys", "--algorithm", "ES256", f"--retire={active_key.kid}",
+                 match="either --algorithm (rotate) or --retire=KID, not both")
 
 
 # medplum_seed_demo

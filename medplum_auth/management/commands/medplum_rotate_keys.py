@@ -13,18 +13,21 @@ from medplum_auth.management.base import MedplumCommand
 class Command(MedplumCommand):
     help = (
         "Create a new active signing key; the previous one stays published in the JWKS so tokens it "
-        "signed still verify. With --retire KID, stop publishing an inactive key."
+        "signed still verify. With --retire=KID, stop publishing an inactive key (write the '=': a kid "
+        "may begin with '-')."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--algorithm", choices=sorted(keys.ALGORITHMS),
                             help="Algorithm of the new key; default: MEDPLUM_AUTH['SIGNING_ALGORITHM'].")
         parser.add_argument("--retire", metavar="KID",
-                            help="Retire the inactive key with this kid; tokens it signed stop verifying.")
+                            help="Retire the inactive key with this kid; tokens it signed stop verifying. Write "
+                                 "--retire=KID: a kid (base64url) may begin with '-', which argparse would "
+                                 "take for an option.")
 
     def run(self, **options: Any) -> dict[str, Any]:
         if options["retire"] and options["algorithm"]:
-            raise CommandError("Give either --algorithm (rotate) or --retire KID, not both.")
+            raise CommandError("Give either --algorithm (rotate) or --retire=KID, not both.")
         if options["retire"]:
             row = services.retire_signing_key(options["retire"])
             result: dict[str, Any] = {"kid": row.kid, "algorithm": row.algorithm, "retired": True}
