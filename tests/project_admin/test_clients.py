@@ -371,37 +371,22 @@ def test_client_list_columns(pa, project, patient_policy):
     assert "Create New Client" in page
 
 
-def test_require_dpop_flag_is_shown_and_saved(pa, project):
+@pytest.mark.parametrize(("field", "label"), [
+    ("dpop_bound_access_tokens", "Require DPoP"),
+    ("require_pushed_authorization_requests", "Require pushed authorization requests"),
+])
+def test_client_flag_is_shown_and_saved(pa, project, field, label):
     client = ClientApplicationFactory(project=project, name="App")
     page = text(pa.get(url("client", project, client.pk)))
-    assert 'name="dpop_bound_access_tokens"' in page and "Require DPoP" in page
+    assert f'name="{field}"' in page and label in page
     form = {"name": "App", "description": "", "redirect_uris": "https://app.example.org/callback",
             "access_policy": "", "authorization_grant_type": "authorization-code", "access_token_lifetime": "",
             "refresh_token_lifetime": "", "post_logout_redirect_uris": "", "allowed_origins": "",
-            "launch_uri": "", "jwks_uri": "", "jwks": "null", "sign_in_text": "", "dpop_bound_access_tokens": "on"}
+            "launch_uri": "", "jwks_uri": "", "jwks": "null", "sign_in_text": "", field: "on"}
     assert pa.post(url("client", project, client.pk), form).status_code == 303
     client.refresh_from_db()
-    assert client.dpop_bound_access_tokens is True
-    form.pop("dpop_bound_access_tokens")
+    assert getattr(client, field) is True
+    form.pop(field)
     assert pa.post(url("client", project, client.pk), form).status_code == 303
     client.refresh_from_db()
-    assert client.dpop_bound_access_tokens is False
-
-
-def test_require_par_flag_is_shown_and_saved(pa, project):
-    client = ClientApplicationFactory(project=project, name="App")
-    page = text(pa.get(url("client", project, client.pk)))
-    assert 'name="require_pushed_authorization_requests"' in page
-    assert "Require pushed authorization requests" in page
-    form = {"name": "App", "description": "", "redirect_uris": "https://app.example.org/callback",
-            "access_policy": "", "authorization_grant_type": "authorization-code", "access_token_lifetime": "",
-            "refresh_token_lifetime": "", "post_logout_redirect_uris": "", "allowed_origins": "",
-            "launch_uri": "", "jwks_uri": "", "jwks": "null", "sign_in_text": "",
-            "require_pushed_authorization_requests": "on"}
-    assert pa.post(url("client", project, client.pk), form).status_code == 303
-    client.refresh_from_db()
-    assert client.require_pushed_authorization_requests is True
-    form.pop("require_pushed_authorization_requests")
-    assert pa.post(url("client", project, client.pk), form).status_code == 303
-    client.refresh_from_db()
-    assert client.require_pushed_authorization_requests is False
+    assert getattr(client, field) is False
