@@ -59,6 +59,20 @@ def generate_refresh_token(request: Any) -> str:
     return secrets.token_urlsafe(32)
 
 
+def _registered_method(client: Any, method: str) -> bool:
+    """RFC 7591 §2: a dynamically registered client authenticates with the
+    ``token_endpoint_auth_method`` it registered, not with any its credentials would allow (one
+    registered for ``client_secret_basic`` does not also take its secret in a form body, nor an
+    assertion signed by a key it registered). Clients made in Project Admin or the Django admin
+    accept every method their credentials allow."""
+    registered = (client.registered_metadata or {}).get("token_endpoint_auth_method")
+    if isinstance(registered, str) and registered != method:
+        log.info("client authentication refused client_id=%r method=%s registered=%s",
+                 client.client_id, method, registered)
+        return False
+    return True
+
+
 def _basic_credentials(request: Any) -> str | None:
     """The base64 part of ``Authorization: Basic …`` (scheme case-insensitive, RFC 7617 §2)."""
     header = (request.headers or {}).get("Authorization", "")
@@ -108,6 +122,8 @@ class MedplumOAuth2Validator(OAuth2Validator):
         if client is None or not client.is_confidential or not client.verify_secret(secret):
             log.info("client authentication failed client_id=%r", client_id)
             return False
+        if not _registered_method(client, "client_secret_basic" if basic else "client_secret_post"):
+            return False
         request.client_id = client.client_id
         return True
 
@@ -126,6 +142,8 @@ class MedplumOAuth2Validator(OAuth2Validator):
             assertions.verify(assertion, client, endpoint=request.uri)
         except assertions.AssertionError_ as exc:
             log.info("client assertion refused client_id=%r reason=%s", client_id, exc)
+            return False
+        if not _registered_method(client, "private_key_jwt"):
             return False
         request.client_id = client.client_id
         return True

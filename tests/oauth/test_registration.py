@@ -321,3 +321,35 @@ def test_a_registered_client_uses_client_credentials_only_if_it_registered_that_
     granted = post_form(client, "/oauth2/token", {"grant_type": "client_credentials", "client_id": acts["client_id"],
                                                   "client_secret": acts["client_secret"]})
     assert granted.status_code == 200, granted.content
+
+
+@pytest.mark.parametrize(("registered", "other"), [("client_secret_basic", "client_secret_post"),
+                                                   ("client_secret_post", "client_secret_basic")])
+def test_a_registered_client_authenticates_only_by_its_registered_method(client, initial, registered, other):
+    """RFC 7591 §2 token_endpoint_auth_method: the secret in the other place is refused as invalid_client."""
+    app = register(client, {"grant_types": ["client_credentials"], "response_types": [],
+                            "token_endpoint_auth_method": registered}, initial).json()
+    form = {"grant_type": "client_credentials"}
+
+    def token(method: str):
+        if method == "client_secret_basic":
+            return post_form(client, "/oauth2/token", form,
+                             HTTP_AUTHORIZATION=basic_auth(app["client_id"], app["client_secret"]))
+        return post_form(client, "/oauth2/token", {**form, "client_id": app["client_id"],
+                                                   "client_secret": app["client_secret"]})
+
+    refused = token(other)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.content
+    assert not ClientApplication.objects.get(client_id=app["client_id"]).logins.exists()
+    granted = token(registered)
+    assert granted.status_code == 200 and granted.json()["token_type"] == "Bearer", granted.content
+
+
+def test_a_client_made_by_an_admin_authenticates_by_either_secret_method(client, confidential_client):
+    """Only registered clients are held to one method: Project Admin's clients take both (Medplum's do)."""
+    app, secret = confidential_client, confidential_client.plaintext_secret
+    by_post = post_form(client, "/oauth2/token", {"grant_type": "client_credentials", "client_id": app.client_id,
+                                                  "client_secret": secret})
+    by_basic = post_form(client, "/oauth2/token", {"grant_type": "client_credentials"},
+                         HTTP_AUTHORIZATION=basic_auth(app.client_id, secret))
+    assert (by_post.status_code, by_basic.status_code) == (200, 200), (by_post.content, by_basic.content)
