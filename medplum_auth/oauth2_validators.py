@@ -59,6 +59,13 @@ def generate_refresh_token(request: Any) -> str:
     return secrets.token_urlsafe(32)
 
 
+def _registered(client: Any, name: str, value: str) -> bool:
+    """Whether a dynamically registered client registered ``value`` in its ``name`` list (RFC 7591
+    §2 ``grant_types``, ``response_types``); clients made by admins (no registered list) may."""
+    registered = (client.registered_metadata or {}).get(name)
+    return not isinstance(registered, list) or value in registered
+
+
 def _registered_method(client: Any, method: str) -> bool:
     """RFC 7591 §2: a dynamically registered client authenticates with the
     ``token_endpoint_auth_method`` it registered, not with any its credentials would allow (one
@@ -180,10 +187,9 @@ class MedplumOAuth2Validator(OAuth2Validator):
     def validate_grant_type(self, client_id: str, grant_type: str, client: Any, request: Any,
                             *args: Any, **kwargs: Any) -> bool:
         allowed = GRANT_TYPES_CONFIDENTIAL if client.is_confidential else GRANT_TYPES_ALL
-        registered = (client.registered_metadata or {}).get("grant_types")
-        if grant_type == "client_credentials" and isinstance(registered, list) and grant_type not in registered:
-            # RFC 7591 §2: a dynamically registered client acts for itself only if it registered that
-            # grant (a client registered for sign-ins gets no project-wide access of its own).
+        if not _registered(client, "grant_types", grant_type):
+            # RFC 7591 §2: a dynamically registered client uses the grants it registered only (one
+            # registered for sign-ins gets no project-wide client_credentials access of its own).
             return False
         if grant_type in allowed and client.dpop_bound_access_tokens and not dpop_jkt(request):
             # RFC 9449 §5.2 (dpop_bound_access_tokens): after client authentication, for every grant.
@@ -194,7 +200,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
                                *args: Any, **kwargs: Any) -> bool:
         if response_type != "code":
             raise errors.UnsupportedResponseTypeError(request=request)
-        return True
+        return _registered(client, "response_types", response_type)  # False: unauthorized_client
 
     # --- redirect URIs, scopes, PKCE ------------------------------------------------------
 
@@ -377,7 +383,8 @@ class MedplumOAuth2Validator(OAuth2Validator):
         fields: dict[str, Any] = {}
         scopes = scope_utils.split(token.get("scope", login.scope))
         refresh = token.get("refresh_token")
-        offline = login.user_id and (scope_utils.wants_refresh_token(scopes) or client.always_issue_refresh_token)
+        offline = login.user_id and (scope_utils.wants_refresh_token(scopes) or client.always_issue_refresh_token) and (
+            _registered(client, "grant_types", "refresh_token"))  # no refresh token it may not use
         if refresh and offline and refresh != getattr(request, "refresh_token", None):
             lifetime = int(client.refresh_token_lifetime or auth_settings.REFRESH_TOKEN_LIFETIME)
             fields.update(previous_refresh_digest=login.refresh_digest, refresh_digest=token_digest(refresh),

@@ -353,3 +353,39 @@ def test_a_client_made_by_an_admin_authenticates_by_either_secret_method(client,
     by_basic = post_form(client, "/oauth2/token", {"grant_type": "client_credentials"},
                          HTTP_AUTHORIZATION=basic_auth(app.client_id, secret))
     assert (by_post.status_code, by_basic.status_code) == (200, 200), (by_post.content, by_basic.content)
+
+
+def test_a_registered_client_gets_refresh_tokens_only_if_it_registered_that_grant(client, initial, patient):
+    """RFC 7591 §2 grant_types: no refresh token for a client that may not use one; after a 7592
+    update drops the grant, a refresh token issued before is refused (unauthorized_client)."""
+    metadata = {"redirect_uris": [REDIRECT_URI], "token_endpoint_auth_method": "none"}
+    without = ClientApplication.objects.get(client_id=register(client, metadata, initial).json()["client_id"])
+    assert "refresh_token" not in Flow(client, without).tokens(scope="openid offline_access")
+    client.logout()
+
+    registered = register(client, {**metadata, "grant_types": ["authorization_code", "refresh_token"]}, initial).json()
+    app = ClientApplication.objects.get(client_id=registered["client_id"])
+    tokens = Flow(client, app).tokens(scope="openid offline_access")
+    assert tokens["refresh_token"]
+    refresh = {"grant_type": "refresh_token", "client_id": app.client_id}
+    rotated = post_form(client, "/oauth2/token", {**refresh, "refresh_token": tokens["refresh_token"]})
+    assert rotated.status_code == 200, rotated.content
+
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {registered['registration_access_token']}"}
+    changed = {**metadata, "client_id": app.client_id, "grant_types": ["authorization_code"]}
+    assert client.put(registered["registration_client_uri"], json.dumps(changed), content_type="application/json",
+                      **auth).status_code == 200
+    refused = post_form(client, "/oauth2/token", {**refresh, "refresh_token": rotated.json()["refresh_token"]})
+    assert refused.status_code == 400 and refused.json()["error"] == "unauthorized_client", refused.content
+
+
+def test_a_client_registered_without_the_code_response_type_cannot_use_authorize(client, initial, patient):
+    """RFC 7591 §2 response_types: a client_credentials-only client gets unauthorized_client at its
+    registered redirect URI (never a code)."""
+    body = register(client, {"redirect_uris": [REDIRECT_URI], "grant_types": ["client_credentials"],
+                             "response_types": [], "token_endpoint_auth_method": "client_secret_basic"},
+                    initial).json()
+    app = ClientApplication.objects.get(client_id=body["client_id"])
+    location = Flow(client, app).authorize()["Location"]
+    assert location.startswith(REDIRECT_URI + "?"), location
+    assert "error=unauthorized_client" in location and "code=" not in location and "state=xyz-state" in location
