@@ -59,23 +59,19 @@ def generate_refresh_token(request: Any) -> str:
     return secrets.token_urlsafe(32)
 
 
+AUTH_METHOD = "token_endpoint_auth_method"  # RFC 7591 §2
+
+
 def _registered(client: Any, name: str, value: str) -> bool:
-    """Whether a dynamically registered client registered ``value`` in its ``name`` list (RFC 7591
-    §2 ``grant_types``, ``response_types``); clients made by admins (no registered list) may."""
+    """RFC 7591 §2: whether a dynamically registered client registered ``value`` as its ``name``
+    (one of its ``grant_types`` or ``response_types``, its ``token_endpoint_auth_method``): it uses
+    those only, not every one its credentials would allow. Clients made in Project Admin or the
+    Django admin registered nothing and may use all."""
     registered = (client.registered_metadata or {}).get(name)
-    return not isinstance(registered, list) or value in registered
-
-
-def _registered_method(client: Any, method: str) -> bool:
-    """RFC 7591 §2: a dynamically registered client authenticates with the
-    ``token_endpoint_auth_method`` it registered, not with any its credentials would allow (one
-    registered for ``client_secret_basic`` does not also take its secret in a form body, nor an
-    assertion signed by a key it registered). Clients made in Project Admin or the Django admin
-    accept every method their credentials allow."""
-    registered = (client.registered_metadata or {}).get("token_endpoint_auth_method")
-    if isinstance(registered, str) and registered != method:
-        log.info("client authentication refused client_id=%r method=%s registered=%s",
-                 client.client_id, method, registered)
+    if isinstance(registered, list):
+        return value in registered
+    if isinstance(registered, str) and registered != value:
+        log.info("client refused client_id=%r %s=%s registered=%s", client.client_id, name, value, registered)
         return False
     return True
 
@@ -129,7 +125,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
         if client is None or not client.is_confidential or not client.verify_secret(secret):
             log.info("client authentication failed client_id=%r", client_id)
             return False
-        if not _registered_method(client, "client_secret_basic" if basic else "client_secret_post"):
+        if not _registered(client, AUTH_METHOD, "client_secret_basic" if basic else "client_secret_post"):
             return False
         request.client_id = client.client_id
         return True
@@ -150,7 +146,7 @@ class MedplumOAuth2Validator(OAuth2Validator):
         except assertions.AssertionError_ as exc:
             log.info("client assertion refused client_id=%r reason=%s", client_id, exc)
             return False
-        if not _registered_method(client, "private_key_jwt"):
+        if not _registered(client, AUTH_METHOD, "private_key_jwt"):
             return False
         request.client_id = client.client_id
         return True
