@@ -247,12 +247,10 @@ class NotFoundView(MetadataView):
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         raise ResourceNotFound()
 
-    # Every method, unknown ones too (TRACE, QUERY): DRF's default answered OPTIONS 200 with this view's
-    # metadata and an Allow of every method, others a 405 (there is no resource here to allow a method on)
-    post = put = patch = delete = options = head = trace = get
-
-    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        raise ResourceNotFound()
+    # Every method is a 404: OPTIONS (DRF's answered 200 with this view's metadata) and, through
+    # http_method_not_allowed, every other one, unknown ones too (TRACE, QUERY were 405s)
+    options = get
+    http_method_not_allowed = get
 
     @property
     def default_response_headers(self) -> dict[str, str]:
