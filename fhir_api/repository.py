@@ -624,30 +624,30 @@ class Repository:
             raise Forbidden("Forbidden: the new version would be outside your access policy")
 
     def _write_index(self, row: Resource, index: dict[str, list[str]]) -> None:
-        _store_index(row, index_rows(row.resource_type, index))
+        SearchIndex.objects.bulk_create(_index_entries(row, index_rows(row.resource_type, index)))
 
 
 def reindex(rows: QuerySet[Resource]) -> int:
     """Rewrite the ``SearchIndex`` rows of ``rows`` (locked meanwhile) from their stored content
     where they differ from what a write stores now; how many resources changed. For a change of
     the index format (``manage.py medplum_fhir_reindex``); searches are correct before and after it."""
-    changed = 0
     with transaction.atomic():
-        for row in rows.select_for_update().order_by("pk"):
-            wanted = sorted(index_rows(row.resource_type, index_values(row.resource_type, row.content or {})),
-                            key=repr)
-            stored = sorted(SearchIndex.objects.filter(resource=row).values_list("name", "value", "number"), key=repr)
-            if stored != wanted:
-                SearchIndex.objects.filter(resource=row).delete()
-                _store_index(row, wanted)
-                changed += 1
-    return changed
+        locked = list(rows.select_for_update().order_by("pk"))
+        stored: dict[Any, list[tuple[str, str, float | None]]] = {row.pk: [] for row in locked}
+        for resource_id, *entry in SearchIndex.objects.filter(resource__in=locked).values_list(
+                "resource_id", "name", "value", "number"):
+            stored[resource_id].append(tuple(entry))
+        wanted = {row.pk: sorted(index_rows(row.resource_type, index_values(row.resource_type, row.content or {})),
+                                 key=repr) for row in locked}
+        changed = [row for row in locked if sorted(stored[row.pk], key=repr) != wanted[row.pk]]
+        SearchIndex.objects.filter(resource__in=changed).delete()
+        SearchIndex.objects.bulk_create([entry for row in changed for entry in _index_entries(row, wanted[row.pk])])
+    return len(changed)
 
 
-def _store_index(row: Resource, entries: Iterable[tuple[str, str, float | None]]) -> None:
-    SearchIndex.objects.bulk_create([
-        SearchIndex(resource=row, project_id=row.project_id, resource_type=row.resource_type, name=name,
-                    value=value, number=number) for name, value, number in entries])
+def _index_entries(row: Resource, entries: Iterable[tuple[str, str, float | None]]) -> list[SearchIndex]:
+    return [SearchIndex(resource=row, project_id=row.project_id, resource_type=row.resource_type, name=name,
+                        value=value, number=number) for name, value, number in entries]
 
 
 def _with_meta(resource_type: str, resource_id: str, content: dict[str, Any], version: int,

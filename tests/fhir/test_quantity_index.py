@@ -10,6 +10,7 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from fhir_api.models import SearchIndex
 from fhir_api.search_params import SEARCH_PARAMETERS
@@ -149,6 +150,15 @@ def test_rows_in_the_earlier_format_answer_the_same_and_the_command_rewrites_the
     out = StringIO()
     call_command("medplum_fhir_reindex", "--type", "Observation", stdout=out)  # again: nothing to do
     assert out.getvalue().split() == ["checked:", str(len(weights) + 1), "reindexed:", "0"]
+
+
+def test_the_command_reads_a_batch_in_a_fixed_number_of_queries(weights, django_assert_num_queries):
+    """Per batch, whatever the number of resources in it: its keys, the locked rows, their stored index
+    rows, the delete and the insert (within a savepoint and its release, inside the test's transaction);
+    the next batch's key query ends the run. It read each resource's index rows with a query of its own."""
+    assert _add_earlier_format_rows() >= 6
+    with django_assert_num_queries(8 if connection.features.uses_savepoints else 6):
+        call_command("medplum_fhir_reindex", "--batch", str(len(weights) + 10), stdout=StringIO())
 
 
 def test_the_command_refuses_bad_arguments():
