@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from django.http import UnreadablePostError
 from rest_framework import exceptions
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
@@ -86,6 +87,24 @@ def chunks(meta: dict[str, Any], stream: BinaryIO | None, setting: str, limit: i
         if size > limit:
             raise too_large(setting, None, limit)
         yield chunk
+
+
+def discard_unread(request: Any) -> None:
+    """Read and drop what an answered request left of its body (a 401, or a 413 from
+    ``Content-Length``, is sent before reading it). gunicorn's sync worker closes the connection
+    after the answer; bytes left unread make the kernel reset it, and a proxy still sending the body
+    (nginx) then answers 502 instead of ours. Only bodies such a proxy passes: ``Content-Length`` up
+    to the largest limit plus 1 MiB (``docs/nginx.conf``); a larger one is closed on as before."""
+    declared = declared_length(request.META)
+    largest = max(auth_settings.FHIR_RESOURCE_MAX_BYTES, auth_settings.FHIR_BUNDLE_MAX_BYTES,
+                  auth_settings.BINARY_MAX_BYTES)
+    if not declared or declared > largest + 1024 * 1024:
+        return
+    try:
+        while request.read(CHUNK):
+            pass
+    except (OSError, UnreadablePostError):
+        pass  # the client went away: nothing left to protect
 
 
 def read_json(meta: dict[str, Any], stream: BinaryIO | None, setting: str, limit: int | None = None) -> Any:

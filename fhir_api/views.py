@@ -32,7 +32,7 @@ from medplum_auth.contrib.rest_framework.permissions import AccessPolicyPermissi
 
 from . import bundles, capability, operations
 from . import interactions as rest
-from .body import FhirJSONParser, JSONParser, JSONPatchParser
+from .body import FhirJSONParser, JSONParser, JSONPatchParser, discard_unread
 from .body import data as body
 from .interactions import Answer, Params
 from .repository import Repository
@@ -83,6 +83,10 @@ class FhirView(APIView):
 
     def get_exception_handler(self) -> Any:
         return exception_handler
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        discard_unread(request)  # an answer sent before the body was read must still reach a proxy
+        return super().finalize_response(request, response, *args, **kwargs)
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         requested = kwargs.get("resource_type")
